@@ -1,0 +1,178 @@
+"""A loaded model package: its steps, signature checks, warm-up, and ``run``.
+
+``Model.load`` does all the expensive work once (sessions, hook ``init``, signature
+checks against the graphs, one warm-up run so the first request is not slow).
+``Model.run`` takes *validated* inputs and returns the declared outputs; it is what the
+dynamic batcher calls. ``Model.predict`` validates first, for callers without a batcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import ExecutionError, PackageError
+from shared.pipeline.dtypes import from_numpy, to_numpy
+from shared.pipeline.spec import PackageSpec
+from shared.pipeline.steps import HookStep, OnnxStep, TensorInfo, build_step
+from shared.pipeline.validate import shape_text, validate_inputs
+
+__all__ = ["Model", "LoadStats", "example_inputs"]
+
+log = logging.getLogger(__name__)
+
+Tensors = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    """How long loading took, for telemetry and the health endpoint."""
+
+    load_seconds: float
+    warmup_seconds: float
+    providers: tuple[str, ...] = field(default_factory=tuple)
+
+
+def example_inputs(spec: PackageSpec, rows: int = 1) -> Tensors:
+    """Zero-valued inputs of the declared signature (dynamic dims = 1), for warm-up."""
+    out: Tensors = {}
+    for t in spec.inputs:
+        shape = [
+            rows if i == 0 and d == -1 else (1 if d == -1 else d) for i, d in enumerate(t.shape)
+        ]
+        if t.datatype == "BYTES":
+            out[t.name] = np.full(shape, "", dtype=object)
+        else:
+            out[t.name] = np.zeros(shape, dtype=to_numpy(t.datatype))
+    return out
+
+
+class Model:
+    """A runnable package. Create with ``Model.load(spec)``."""
+
+    def __init__(self, spec: PackageSpec, steps: list[OnnxStep | HookStep]) -> None:
+        self.spec = spec
+        self.steps = steps
+        self.key = f"{spec.name}:{spec.version}"
+        self._output_names = [t.name for t in spec.outputs]
+        only = steps[0] if len(steps) == 1 and isinstance(steps[0], OnnxStep) else None
+        # Fast path: one graph whose inputs/outputs are the package's own names.
+        self._single = (
+            only is not None
+            and [g for g, _ in only._inputs] == [s for _, s in only._inputs]
+            and set(self._output_names) <= set(only._graph_outputs)
+            and only._graph_outputs == only._outputs
+        )
+        self._single_run = only.session.run if only is not None else None
+        self.stats = LoadStats(0.0, 0.0)
+
+    @classmethod
+    def load(cls, spec: PackageSpec, *, warmup: bool = True) -> Model:
+        """Create sessions and hooks, check the signature, warm up. Raises ``PackageError``."""
+        t0 = time.perf_counter()
+        where = str(
+            Path(spec.root) / ("config.pbtxt" if spec.platform == "ensemble" else "model.yaml")
+        )
+        steps = [build_step(s, spec) for s in spec.steps]
+        known: TensorInfo = {t.name: (t.datatype, len(t.shape)) for t in spec.inputs}
+        for step in steps:
+            step.check(known, where)
+        static = all(isinstance(s, OnnxStep) for s in steps)
+        for t in spec.outputs:
+            if t.name not in known:
+                if static:
+                    have = ", ".join(sorted(known))
+                    raise PackageError(
+                        where,
+                        "outputs",
+                        f"output '{t.name}' is produced by no step; tensors: {have}",
+                    )
+                continue
+            dtype, rank = known[t.name]
+            if dtype is not None and dtype != t.datatype:
+                raise PackageError(
+                    where,
+                    "outputs",
+                    f"output '{t.name}' is declared {t.datatype} but the graph produces {dtype}",
+                )
+            if rank is not None and rank != len(t.shape):
+                raise PackageError(
+                    where,
+                    "outputs",
+                    f"output '{t.name}' is declared with rank {len(t.shape)} "
+                    f"{shape_text(t.shape)} but the graph produces rank {rank}",
+                )
+        model = cls(spec, steps)
+        t1 = time.perf_counter()
+        if warmup:
+            model._warm_up(where)
+        t2 = time.perf_counter()
+        model.stats = LoadStats(t1 - t0, t2 - t1, tuple(model.providers))
+        log.info(
+            "loaded %s in %.0f ms (warm-up %.0f ms) on %s",
+            model.key,
+            (t1 - t0) * 1e3,
+            (t2 - t1) * 1e3,
+            ",".join(model.providers),
+        )
+        return model
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers in use, from the first ONNX step (the model)."""
+        for s in self.steps:
+            if isinstance(s, OnnxStep):
+                return s.providers
+        return []
+
+    def _warm_up(self, where: str) -> None:
+        try:
+            out = self.run(example_inputs(self.spec))
+        except (ExecutionError, KeyError) as exc:
+            raise PackageError(where, "steps", f"warm-up run failed: {exc}") from exc
+        for t in self.spec.outputs:
+            arr = out[t.name]
+            got = from_numpy(arr.dtype)
+            if got != t.datatype:
+                raise PackageError(
+                    where,
+                    "outputs",
+                    f"output '{t.name}' is declared {t.datatype} but warm-up produced "
+                    f"{got or arr.dtype}",
+                )
+            if arr.ndim != len(t.shape):
+                raise PackageError(
+                    where,
+                    "outputs",
+                    f"output '{t.name}' is declared {shape_text(t.shape)} but warm-up produced "
+                    f"shape {shape_text(arr.shape)}",
+                )
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+        """Run every step on validated inputs; return the declared outputs."""
+        if self._single and self._single_run is not None:
+            try:
+                values = self._single_run(self._output_names, dict(inputs))
+            except Exception as exc:
+                raise ExecutionError(f"model {self.key} failed: {exc}") from exc
+            return dict(zip(self._output_names, values, strict=True))
+        tensors: Tensors = dict(inputs)
+        for step in self.steps:
+            step.run(tensors)
+        try:
+            return {name: tensors[name] for name in self._output_names}
+        except KeyError as exc:
+            raise ExecutionError(f"model {self.key} produced no output {exc}") from exc
+
+    def validate(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+        """Validate (and safely cast) inputs against the signature."""
+        return validate_inputs(inputs, self.spec)
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+        """Validate then run: one call for callers without a batcher."""
+        return self.run(validate_inputs(inputs, self.spec))
