@@ -150,7 +150,9 @@ def mlp_graph(
         b = np.zeros(sizes[i + 1], dtype=np.float32)
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
         out = "y" if i == 2 else f"h{i}"
-        nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [out if i == 2 else f"g{i}"]))
+        nodes.append(
+            helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [out if i == 2 else f"g{i}"])
+        )
         if i < 2:
             nodes.append(helper.make_node("Relu", [f"g{i}"], [out]))
         prev = out
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     build_fraud(args.out)
     sys.path.insert(0, str(ROOT / "scripts"))
-    from build_vision import build_vision  # noqa: PLC0415  (sibling script)
+    from build_vision import build_vision
 
     build_vision(args.out)
     if args.mlp is not None:

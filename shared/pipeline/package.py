@@ -53,9 +53,12 @@ def load_model_yaml(folder: Path) -> PackageSpec:
     try:
         spec = PackageSpec.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = _loc(tuple(err["loc"]))
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        err, *rest = exc.errors()
+        first = tuple(err["loc"])
+        # pydantic also reports a parent container as failing when a child fails: not news.
+        others = [e for e in rest if tuple(e["loc"]) != first[: len(e["loc"])]]
+        field = _loc(first)
+        more = f" (and {len(others)} more problems)" if others else ""
         raise PackageError(
             str(file), field, f"{err['msg']}; got {err.get('input')!r}{more}"
         ) from exc

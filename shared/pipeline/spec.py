@@ -145,7 +145,7 @@ class InputPolicy(_Strict):
     """What the validator lets through."""
 
     casts: tuple[tuple[str, str], ...] = Field(
-        default=(("INT32", "INT64"), ("FP64", "FP32"), ("INT64", "FP32"), ("INT32", "FP32")),
+        default=(("INT32", "INT64"), ("FP64", "FP32")),
         description="(from, to) datatype casts applied silently; everything else is refused",
     )
     allow_non_finite: bool = Field(default=False, description="accept NaN / inf in floats")

@@ -65,9 +65,7 @@ def _check_one(arr: np.ndarray, t: TensorSpec, spec: PackageSpec, model: str) ->
     return arr
 
 
-def validate_inputs(
-    inputs: Mapping[str, np.ndarray], spec: PackageSpec
-) -> dict[str, np.ndarray]:
+def validate_inputs(inputs: Mapping[str, np.ndarray], spec: PackageSpec) -> dict[str, np.ndarray]:
     """Return the inputs, cast where the package allows, or raise an ``InputError``."""
     model = f"{spec.name}:{spec.version}"
     declared = spec.inputs

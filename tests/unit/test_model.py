@@ -1,0 +1,83 @@
+"""The pipeline's outputs equal raw onnxruntime's on the same inputs, for every example."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from shared.pipeline.model import Model, example_inputs
+from shared.pipeline.package import load_package
+from shared.pipeline.session import cuda_usable
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import build_models  # noqa: E402
+
+
+def _raw(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _transactions() -> np.ndarray:
+    x, _ = build_models.synthetic_transactions(500, seed=11)
+    # A few extreme rows so every risk label appears.
+    risky = np.array(
+        [[5000, 3, 0.95, 400, 1, 25, 20, 0], [900, 2, 0.6, 150, 1, 12, 40, 0]], dtype=np.float32
+    )
+    return np.vstack([x, risky])
+
+
+def _labels(p: np.ndarray) -> np.ndarray:
+    return np.where(p >= 0.8, "highly_suspicious", np.where(p >= 0.5, "suspicious", "not_fraud"))
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_fraud_equals_raw(example_models: Path, version: str) -> None:
+    folder = example_models / "fraud" / version
+    model = Model.load(load_package(folder))
+    x = _transactions()
+    out = model.predict({"x": x})
+    label, proba = _raw(folder / "model.onnx").run(["label", "probabilities"], {"x": x})
+    np.testing.assert_array_equal(out["label"], label)
+    np.testing.assert_array_equal(out["probabilities"], proba)
+    if version == "2":
+        (risk,) = _raw(folder / "risk.onnx").run(["risk"], {"probabilities": proba})
+        np.testing.assert_array_equal(out["risk"], risk)
+    np.testing.assert_array_equal(out["risk"].astype(str), _labels(proba[:, 1]))
+    assert set(out["risk"]) == {"not_fraud", "suspicious", "highly_suspicious"}
+
+
+def test_fraud_single_row_and_cast(example_models: Path) -> None:
+    model = Model.load(load_package(example_models / "fraud" / "1"))
+    x = _transactions()[:1].astype(np.float64)  # FP64 is cast to FP32 by the default policy
+    out = model.predict({"x": x})
+    assert out["label"].shape == (1,) and out["probabilities"].shape == (1, 2)
+
+
+def test_mlp_equals_raw(tmp_path: Path) -> None:
+    folder = build_models.build_mlp(tmp_path)
+    model = Model.load(load_package(folder))
+    x = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
+    (y,) = _raw(folder / "model.onnx").run(["y"], {"x": x})
+    np.testing.assert_array_equal(model.predict({"x": x})["y"], y)
+
+
+def test_example_inputs_follow_signature(example_models: Path) -> None:
+    spec = load_package(example_models / "fraud" / "2")
+    ex = example_inputs(spec, rows=3)
+    assert ex["x"].shape == (3, 8) and ex["x"].dtype == np.float32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_usable(), reason="no usable CUDA device on this machine")
+def test_mlp_runs_on_cuda(tmp_path: Path) -> None:
+    folder = build_models.build_mlp(tmp_path)
+    model = Model.load(load_package(folder))
+    assert model.providers[0] == "CUDAExecutionProvider"
+    x = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
+    (y,) = _raw(folder / "model.onnx").run(["y"], {"x": x})
+    np.testing.assert_allclose(model.predict({"x": x})["y"], y, rtol=1e-3, atol=1e-3)
