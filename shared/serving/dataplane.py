@@ -1,0 +1,235 @@
+"""The transport-free data plane of a scoring app (MLServer's ``DataPlane`` idea).
+
+It owns the models this deployment serves: loads them in a background thread at start
+(so the process answers health checks at once and ``ready`` turns true only when every
+model is loaded and warmed up), one dynamic batcher per model, and the calls the HTTP
+handlers make: metadata, readiness, infer. It knows nothing about HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import NotFoundError, NotReadyError, PackageError
+from shared.pipeline.batcher import Batcher
+from shared.pipeline.model import Model
+from shared.pipeline.package import discover_packages, sort_versions
+from shared.pipeline.spec import BatchingSpec, PackageSpec
+
+__all__ = ["DataPlane", "ModelState", "ModelEntry", "parse_model_list"]
+
+log = logging.getLogger(__name__)
+
+
+class ModelState(enum.Enum):
+    """Lifecycle of one model in this process."""
+
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass
+class ModelEntry:
+    """One servable (name, version)."""
+
+    spec: PackageSpec
+    state: ModelState = ModelState.LOADING
+    model: Model | None = None
+    error: str = ""
+    batchers: dict[int, Batcher] = field(default_factory=dict)  # keyed by event loop id
+
+
+def parse_model_list(text: str) -> list[tuple[str, str | None]]:
+    """``'fraud:1, vision'`` -> ``[('fraud', '1'), ('vision', None)]``."""
+    out: list[tuple[str, str | None]] = []
+    for item in (s.strip() for s in text.split(",")):
+        if item:
+            name, _, version = item.partition(":")
+            out.append((name, version or None))
+    return out
+
+
+class DataPlane:
+    """Models of one deployment. Build once per process; call ``start_loading()``."""
+
+    def __init__(self, models_dir: Path, selection: str = "", *, batching: bool = True) -> None:
+        self.models_dir = models_dir
+        self.batching = batching
+        self.started_at = time.monotonic()
+        self._entries: dict[tuple[str, str], ModelEntry] = {}
+        self._latest: dict[str, str] = {}
+        self._default: str | None = None
+        self._lock = threading.Lock()
+        self._loader: threading.Thread | None = None
+        self._selection = parse_model_list(selection)
+        self.discovery_error = ""
+
+    # ----------------------------------------------------------------- loading
+    def start_loading(self) -> None:
+        """Discover packages and load them in a background thread (idempotent)."""
+        with self._lock:
+            if self._loader is not None:
+                return
+            self._loader = threading.Thread(target=self._load_all, name="model-loader", daemon=True)
+            self._loader.start()
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Block until loading finished (for tests and CLIs); True if it did."""
+        if self._loader is None:
+            self.start_loading()
+        assert self._loader is not None
+        self._loader.join(timeout)
+        return not self._loader.is_alive()
+
+    def _select(self, specs: list[PackageSpec]) -> list[PackageSpec]:
+        if not self._selection:
+            return specs
+        chosen: list[PackageSpec] = []
+        for name, version in self._selection:
+            matches = [s for s in specs if s.name == name]
+            if not matches:
+                raise PackageError(
+                    str(self.models_dir), name, "model not found in the models folder"
+                )
+            if version is None:
+                latest = sort_versions([s.version for s in matches])[-1]
+                matches = [s for s in matches if s.version == latest]
+            else:
+                matches = [s for s in matches if s.version == version]
+                if not matches:
+                    raise PackageError(
+                        str(self.models_dir), f"{name}:{version}", "version not found"
+                    )
+            chosen.extend(matches)
+        return chosen
+
+    def _load_all(self) -> None:
+        try:
+            specs = self._select(discover_packages(self.models_dir))
+        except PackageError as exc:
+            self.discovery_error = str(exc)
+            log.error("cannot discover models: %s", exc)
+            return
+        with self._lock:
+            for s in specs:
+                self._entries[(s.name, s.version)] = ModelEntry(s)
+            for name in {s.name for s in specs}:
+                self._latest[name] = sort_versions([s.version for s in specs if s.name == name])[-1]
+            self._default = specs[0].name if specs else None
+        for s in specs:
+            entry = self._entries[(s.name, s.version)]
+            try:
+                entry.model = Model.load(s)
+                entry.state = ModelState.READY
+            except PackageError as exc:
+                entry.error = str(exc)
+                entry.state = ModelState.FAILED
+                log.error("model %s:%s failed to load: %s", s.name, s.version, exc)
+
+    # ----------------------------------------------------------------- queries
+    @property
+    def live(self) -> bool:
+        """The process is up and serving requests."""
+        return True
+
+    @property
+    def ready(self) -> bool:
+        """Every selected model is loaded and warmed up."""
+        loader = self._loader
+        if loader is None or loader.is_alive() or self.discovery_error:
+            return False
+        return bool(self._entries) and all(
+            e.state is ModelState.READY for e in self._entries.values()
+        )
+
+    @property
+    def default_model(self) -> str | None:
+        """The first model of the selection: what ``/score`` scores without a name."""
+        return self._default
+
+    def entries(self) -> list[ModelEntry]:
+        """All models, in selection order."""
+        return list(self._entries.values())
+
+    def entry(self, name: str, version: str | None = None) -> ModelEntry:
+        """The entry for ``name`` (latest version when None). ``NotFoundError`` if unknown;
+        ``NotReadyError`` while discovery is still running."""
+        if not self._entries and self._loader is not None and self._loader.is_alive():
+            raise NotReadyError("models are still being discovered", retry_after=1)
+        if name not in self._latest:
+            known = ", ".join(sorted(self._latest)) or "none"
+            raise NotFoundError(f"model '{name}' not found; this deployment serves {known}")
+        v = version or self._latest[name]
+        found = self._entries.get((name, v))
+        if found is None:
+            versions = ", ".join(
+                e.spec.version for e in self._entries.values() if e.spec.name == name
+            )
+            raise NotFoundError(f"model '{name}' has no version '{v}'; versions: {versions}")
+        return found
+
+    def model(self, name: str, version: str | None = None) -> Model:
+        """The loaded model, or ``NotReadyError`` (loading or failed)."""
+        e = self.entry(name, version)
+        if e.state is ModelState.LOADING or e.model is None:
+            if e.state is ModelState.FAILED:
+                raise NotReadyError(
+                    f"model '{e.spec.name}' version '{e.spec.version}' failed to load: {e.error}",
+                    retry_after=30,
+                )
+            raise NotReadyError(
+                f"model '{e.spec.name}' version '{e.spec.version}' is still loading",
+                retry_after=1,
+            )
+        return e.model
+
+    # ----------------------------------------------------------------- infer
+    async def infer(
+        self,
+        name: str,
+        version: str | None,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        timeout: float | None = None,
+    ) -> tuple[Model, dict[str, np.ndarray]]:
+        """Validate, queue into the model's batcher, return ``(model, outputs)``."""
+        model = self.model(name, version)
+        valid = model.validate(inputs)
+        batcher = await self._batcher(self.entry(name, version), model)
+        return model, await batcher.infer(valid, timeout=timeout)
+
+    async def _batcher(self, entry: ModelEntry, model: Model) -> Batcher:
+        # One batcher per event loop: tests and hosts may run several loops in one process.
+        loop_id = id(asyncio.get_running_loop())
+        b = entry.batchers.get(loop_id)
+        if b is None:
+            spec = model.spec.batching
+            if not self.batching:
+                spec = BatchingSpec(
+                    enabled=False,
+                    max_batch_size=spec.max_batch_size,
+                    max_delay_ms=0,
+                    max_queue_rows=spec.max_queue_rows,
+                )
+            b = Batcher(model.run, spec, name=model.key)
+            await b.start()
+            entry.batchers[loop_id] = b
+        return b
+
+    async def close(self) -> None:
+        """Close every batcher of the running loop."""
+        loop_id = id(asyncio.get_running_loop())
+        for e in self._entries.values():
+            b = e.batchers.pop(loop_id, None)
+            if b is not None:
+                await b.close()
