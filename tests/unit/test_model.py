@@ -18,8 +18,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import build_models  # noqa: E402
 
 
-def _raw(path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def _raw(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """A plain session; ``threads`` as the package sets it (tree sums depend on it)."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
 
 
 def _transactions() -> np.ndarray:
@@ -41,11 +44,12 @@ def test_fraud_equals_raw(example_models: Path, version: str) -> None:
     model = Model.load(load_package(folder))
     x = _transactions()
     out = model.predict({"x": x})
-    label, proba = _raw(folder / "model.onnx").run(["label", "probabilities"], {"x": x})
+    threads = model.spec.session.intra_op_threads
+    label, proba = _raw(folder / "model.onnx", threads).run(["label", "probabilities"], {"x": x})
     np.testing.assert_array_equal(out["label"], label)
     np.testing.assert_array_equal(out["probabilities"], proba)
     if version == "2":
-        (risk,) = _raw(folder / "risk.onnx").run(["risk"], {"probabilities": proba})
+        (risk,) = _raw(folder / "risk.onnx", threads).run(["risk"], {"probabilities": proba})
         np.testing.assert_array_equal(out["risk"], risk)
     np.testing.assert_array_equal(out["risk"].astype(str), _labels(proba[:, 1]))
     assert set(out["risk"]) == {"not_fraud", "suspicious", "highly_suspicious"}
@@ -81,3 +85,30 @@ def test_mlp_runs_on_cuda(tmp_path: Path) -> None:
     x = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
     (y,) = _raw(folder / "model.onnx").run(["y"], {"x": x})
     np.testing.assert_allclose(model.predict({"x": x})["y"], y, rtol=1e-3, atol=1e-3)
+
+
+def test_vision_ensemble_equals_raw_chain(example_models: Path) -> None:
+    model = Model.load(load_package(example_models / "vision"))
+    image = np.random.default_rng(3).integers(0, 256, (5, 3, 64, 64), dtype=np.uint8)
+    out = model.predict({"image": image})
+
+    def run(name: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        sess = _raw(example_models / name / "1" / "model.onnx")
+        return list(sess.run(None, feed))
+
+    (pixels,) = run("vision_preprocess", {"image": image})
+    (logits,) = run("vision_classifier", {"input": pixels})
+    probabilities, class_id, top_classes, _top_scores = run(
+        "vision_postprocess", {"logits": logits}
+    )
+    (quality,) = run("vision_quality", {"probs": probabilities})
+    np.testing.assert_array_equal(out["probabilities"], probabilities)
+    np.testing.assert_array_equal(out["class_id"], class_id)
+    np.testing.assert_array_equal(out["top_classes"], top_classes)
+    np.testing.assert_array_equal(out["quality"], quality)
+    assert [t.name for t in model.spec.outputs] == [
+        "probabilities",
+        "class_id",
+        "top_classes",
+        "quality",
+    ]
