@@ -17,7 +17,9 @@ walking the class MRO, so domain code never knows about HTTP.
     │   │   ├── NonFiniteError
     │   │   └── EmptyBatchError
     │   ├── PayloadTooLargeError     body over the configured limit
-    │   └── NotFoundError            unknown model / version / route
+    │   ├── NotFoundError            unknown model / version / route
+    │   ├── AuthenticationError      no credentials, or a token / key that is refused (401)
+    │   └── PermissionDeniedError    authenticated, but without the role needed (403)
     ├── OverloadedError              queue full; carries retry_after (s)
     ├── NotReadyError                model still loading; carries retry_after (s)
     ├── DeadlineExceededError        request took longer than its timeout
@@ -40,6 +42,8 @@ __all__ = [
     "EmptyBatchError",
     "PayloadTooLargeError",
     "NotFoundError",
+    "AuthenticationError",
+    "PermissionDeniedError",
     "OverloadedError",
     "NotReadyError",
     "DeadlineExceededError",
@@ -113,6 +117,26 @@ class PayloadTooLargeError(RequestError):
 
 class NotFoundError(RequestError):
     """An unknown model, version or resource was named."""
+
+
+class AuthenticationError(RequestError):
+    """The caller sent no credentials, or a token or key that is refused.
+
+    ``error_description`` says why (``str(err)`` is the same text). ``error`` is the
+    OAuth 2.0 bearer error code (RFC 6750): ``"invalid_token"`` for a refused token, or
+    ``None`` when the request carried no credentials at all, in which case RFC 6750 says
+    the challenge carries no error code.
+    """
+
+    def __init__(self, error_description: str, *, error: str | None = "invalid_token") -> None:
+        self.error_description = error_description
+        self.error = error
+        super().__init__(error_description)
+
+
+class PermissionDeniedError(RequestError):
+    """The caller is authenticated but lacks the role the operation needs; the message
+    names the role required and what the caller has."""
 
 
 class OverloadedError(ScorefnError):
