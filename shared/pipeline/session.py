@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from pathlib import Path
 
 import onnxruntime as ort
@@ -24,6 +25,7 @@ __all__ = ["IR_VERSION", "available_providers", "create_session", "cuda_usable"]
 #: (onnx 1.23's ``helper.make_model`` defaults to 14, which onnxruntime refuses).
 IR_VERSION = 10
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+_fallback_reported = threading.Event()
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +65,13 @@ def create_session(
     offered = set(available_providers())
     wanted = [p for p in providers if p in offered]
     if any(p in _GPU_PROVIDERS for p in wanted) and not cuda_usable():
-        log.warning(
+        # Once per process at WARNING (every graph of every package would repeat it).
+        (log.debug if _fallback_reported.is_set() else log.warning)(
             "%s asks for %s but CUDA is not usable on this machine; using CPU",
             path.name,
             "/".join(p for p in wanted if p in _GPU_PROVIDERS),
         )
+        _fallback_reported.set()
         wanted = [p for p in wanted if p not in _GPU_PROVIDERS]
     if "CPUExecutionProvider" not in wanted:
         wanted.append("CPUExecutionProvider")

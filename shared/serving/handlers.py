@@ -1,0 +1,159 @@
+"""HTTP handlers of a scoring app, on real ``azure.functions`` request/response objects.
+
+Thin: read the request, one call into the data plane and the codecs, respond. Every
+error goes through ``shared.protocol.status.error_response`` (the one status table), so
+no input of any kind produces anything but a well-formed JSON error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import azure.functions as func
+import orjson
+
+from shared.errors import NotFoundError, PayloadTooLargeError, RequestError, ScorefnError
+from shared.protocol import metadata, score, v2
+from shared.protocol.status import error_response
+from shared.serving.dataplane import DataPlane
+from shared.serving.openapi import SWAGGER_HTML, openapi_document
+from shared.settings import ScoringSettings
+
+__all__ = ["ScoringHandlers", "VERSION"]
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+_JSON = "application/json"
+
+
+def _json(
+    obj: object, status: int = 200, headers: dict[str, str] | None = None
+) -> func.HttpResponse:
+    return func.HttpResponse(orjson.dumps(obj), status_code=status, headers=headers, mimetype=_JSON)
+
+
+class ScoringHandlers:
+    """The scoring routes, bound to one data plane and its settings."""
+
+    def __init__(self, plane: DataPlane, settings: ScoringSettings) -> None:
+        self.plane = plane
+        self.settings = settings
+        self._openapi = orjson.dumps(
+            openapi_document(title=f"scorefn scoring ({settings.deployment})", version=VERSION)
+        )
+        self._base_headers = {"x-deployment": settings.deployment}
+
+    # -------------------------------------------------------------- plumbing
+    async def guarded(
+        self,
+        handler: Callable[[func.HttpRequest], Awaitable[func.HttpResponse]],
+        req: func.HttpRequest,
+    ) -> func.HttpResponse:
+        """Run a handler; map every exception to a JSON error response."""
+        try:
+            resp = await handler(req)
+        except Exception as exc:
+            if not isinstance(exc, ScorefnError):
+                log.exception("unexpected error on %s %s", req.method, req.url)
+            elif not isinstance(exc, RequestError):
+                log.warning("%s %s: %s", req.method, req.url, exc)
+            status, headers, body = error_response(exc)
+            resp = func.HttpResponse(body, status_code=status, headers=headers, mimetype=_JSON)
+        for k, v in self._base_headers.items():
+            resp.headers[k] = v
+        request_id = req.headers.get("x-request-id")
+        if request_id:
+            resp.headers["x-request-id"] = request_id
+        return resp
+
+    def _body(self, req: func.HttpRequest) -> bytes:
+        declared = req.headers.get("content-length")
+        limit = self.settings.max_body_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLargeError(int(declared), limit)
+        body = req.get_body()
+        if len(body) > limit:
+            raise PayloadTooLargeError(len(body), limit)
+        return body
+
+    # -------------------------------------------------------------- health / metadata
+    async def live(self, req: func.HttpRequest) -> func.HttpResponse:
+        return _json({"live": self.plane.live})
+
+    async def ready(self, req: func.HttpRequest) -> func.HttpResponse:
+        if self.plane.ready:
+            return _json({"ready": True})
+        return _json({"ready": False}, 503, {"Retry-After": "1"})
+
+    async def server_metadata(self, req: func.HttpRequest) -> func.HttpResponse:
+        return _json(metadata.server_metadata(version=VERSION))
+
+    async def model_metadata(self, req: func.HttpRequest) -> func.HttpResponse:
+        name, version = req.route_params["model"], req.route_params.get("version")
+        entry = self.plane.entry(name, version)
+        versions = [e.spec.version for e in self.plane.entries() if e.spec.name == name]
+        return _json(metadata.model_metadata(entry.spec, versions=versions))
+
+    async def model_ready(self, req: func.HttpRequest) -> func.HttpResponse:
+        name, version = req.route_params["model"], req.route_params.get("version")
+        self.plane.model(name, version)  # NotFound -> 404, loading/failed -> 503
+        return _json({"name": name, "ready": True})
+
+    async def openapi(self, req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse(self._openapi, mimetype=_JSON)
+
+    async def docs(self, req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse(SWAGGER_HTML, mimetype="text/html")
+
+    # -------------------------------------------------------------- inference
+    async def infer(self, req: func.HttpRequest) -> func.HttpResponse:
+        """POST v2/models/{model}[/versions/{version}]/infer."""
+        name, version = req.route_params["model"], req.route_params.get("version")
+        body = self._body(req)
+        model = self.plane.model(name, version)  # 404 / 503 before decoding work
+        request = v2.decode_infer_request(
+            body, header_length=v2.parse_header_length(req.headers.get(v2.HEADER_LENGTH))
+        )
+        if request.outputs:
+            v2.check_requested_outputs(
+                request.outputs, (t.name for t in model.spec.outputs), model=model.key
+            )
+        model, outputs = await self.plane.infer(
+            name, version, request.inputs, timeout=self.settings.request_timeout_s
+        )
+        data, headers = v2.encode_infer_response(
+            model_name=model.spec.name,
+            model_version=model.spec.version,
+            request_id=request.id,
+            outputs=outputs,
+            requested=request.outputs,
+            binary_default=request.binary_data_output,
+        )
+        return func.HttpResponse(data, status_code=200, headers=headers)
+
+    def _score_target(self, req: func.HttpRequest) -> tuple[str, str | None]:
+        chosen = req.params.get("model") or req.headers.get("x-model")
+        if not chosen:
+            default = self.plane.default_model
+            if default is None:
+                raise NotFoundError("this deployment serves no model")
+            return default, None
+        name, _, version = chosen.partition(":")
+        return name, version or None
+
+    async def score(self, req: func.HttpRequest) -> func.HttpResponse:
+        """POST score: Azure ML / TF-Serving payloads -> {"predictions": ...}."""
+        body = self._body(req)
+        name, version = self._score_target(req)
+        spec = self.plane.model(name, version).spec
+        request = score.decode_score_request(body, spec)
+        model, outputs = await self.plane.infer(
+            name, version, request.inputs, timeout=self.settings.request_timeout_s
+        )
+        return func.HttpResponse(
+            score.encode_score_response(outputs, model.spec, request.index),
+            mimetype=_JSON,
+            headers={"x-model": model.key},
+        )
