@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import build_models  # noqa: E402
-from shared.pipeline.batcher import Batcher  # noqa: E402
 
+from shared.pipeline.batcher import Batcher  # noqa: E402
 from shared.pipeline.model import Model  # noqa: E402
 from shared.pipeline.package import load_package  # noqa: E402
 
