@@ -116,7 +116,7 @@ def limits(
     sleepy.mkdir(parents=True)
     (sleepy / "model.yaml").write_text(SLEEPY_YAML)
     (sleepy / "hooks.py").write_text(SLEEPY_HOOK)
-    from tests.unit.conftest import linear_graph
+    from tests.conftest import linear_graph
 
     (sleepy / "model.onnx").write_bytes(linear_graph())
     env = {

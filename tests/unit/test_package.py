@@ -10,7 +10,7 @@ from onnx import TensorProto
 from shared.errors import PackageError
 from shared.pipeline.model import Model
 from shared.pipeline.package import discover_packages, load_model_yaml, load_package
-from tests.unit.conftest import LINEAR_YAML, PackageFactory, linear_graph
+from tests.conftest import LINEAR_YAML, PackageFactory, linear_graph
 
 
 def _load(folder: Path) -> Model:

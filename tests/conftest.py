@@ -1,4 +1,4 @@
-"""Fixtures for unit tests: tiny real ONNX packages written into tmp folders."""
+"""Fixtures for every test layer: tiny real ONNX packages written into tmp folders."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from shared.pipeline.session import IR_VERSION
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def linear_graph(features: int = 4, outputs: int = 3, elem: int = TensorProto.FLOAT) -> bytes:
