@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Final
 
+from shared.auth.bearer import www_authenticate
 from shared.errors import (
     AuthenticationError,
     DeadlineExceededError,
@@ -36,7 +37,6 @@ __all__ = [
     "INTERNAL_ERROR",
     "status_for",
     "retry_after",
-    "bearer_challenge",
     "error_body",
     "error_response",
 ]
@@ -82,21 +82,6 @@ def retry_after(exc: BaseException) -> int | None:
     return max(1, math.ceil(seconds))
 
 
-# RFC 6750 error and error_description: printable ASCII except '"' and backslash.
-_DESCRIPTION_CHARS: Final = frozenset(chr(c) for c in range(0x20, 0x7F)) - {'"', "\\"}
-
-
-def bearer_challenge(exc: AuthenticationError) -> str:
-    """The ``WWW-Authenticate`` value for ``exc``: ``Bearer`` alone when the request had
-    no credentials (``exc.error`` is None), else with ``error`` and ``error_description``
-    (characters RFC 6750 does not allow there become ``?``)."""
-    if exc.error is None:
-        return "Bearer"
-    description = "".join(c if c in _DESCRIPTION_CHARS else "?" for c in exc.error_description)
-    error = "".join(c if c in _DESCRIPTION_CHARS else "?" for c in exc.error)
-    return f'Bearer error="{error}", error_description="{description}"'
-
-
 def error_body(message: str) -> bytes:
     """The protocol's error object, ``{"error": message}``, as JSON."""
     return dump_json({"error": message})
@@ -114,6 +99,6 @@ def error_response(exc: BaseException) -> tuple[int, dict[str, str], bytes]:
     wait = retry_after(exc)
     if wait is not None:
         headers["Retry-After"] = str(wait)
-    if isinstance(exc, AuthenticationError):
-        headers["WWW-Authenticate"] = bearer_challenge(exc)
+    if isinstance(exc, AuthenticationError | PermissionDeniedError):
+        headers["WWW-Authenticate"] = www_authenticate(exc)
     return status_for(exc), headers, error_body(str(exc) or type(exc).__name__)

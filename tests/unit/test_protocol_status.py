@@ -31,7 +31,6 @@ from shared.errors import (
 )
 from shared.protocol.status import (
     STATUS,
-    bearer_challenge,
     error_body,
     error_response,
     retry_after,
@@ -55,7 +54,6 @@ JSON = {"Content-Type": "application/json"}
         (RequestError("refused"), 400),
         (PayloadTooLargeError(10, 5), 413),
         (NotFoundError("no model 'q'"), 404),
-        (PermissionDeniedError("role 'Score' is needed; the caller has 'Read'"), 403),
         (DeadlineExceededError("took 31 s; the timeout is 30 s"), 504),
         (ExecutionError("runtime failed"), 500),
         (PackageError("model.yaml", "inputs", "is empty"), 500),
@@ -160,6 +158,16 @@ def test_authentication_error_carries_a_bearer_challenge() -> None:
     )
 
 
+def test_permission_denied_carries_insufficient_scope() -> None:
+    exc = PermissionDeniedError("role 'Endpoint.Admin' is required; the token has roles: (none)")
+    status, headers, _ = error_response(exc)
+    assert (status, headers["WWW-Authenticate"]) == (
+        403,
+        'Bearer error="insufficient_scope", '
+        "error_description=\"role 'Endpoint.Admin' is required; the token has roles: (none)\"",
+    )
+
+
 def test_bearer_challenge_without_credentials_has_no_error_code() -> None:
     exc = AuthenticationError("no Authorization header", error=None)
     status, headers, _ = error_response(exc)
@@ -168,7 +176,7 @@ def test_bearer_challenge_without_credentials_has_no_error_code() -> None:
 
 def test_bearer_challenge_keeps_the_header_value_safe() -> None:
     exc = AuthenticationError('audience "a\\b"\r\nX-Evil: 1 é is not accepted')
-    assert bearer_challenge(exc) == (
+    assert error_response(exc)[1]["WWW-Authenticate"] == (
         'Bearer error="invalid_token", '
         'error_description="audience ?a?b???X-Evil: 1 ? is not accepted"'
     )
