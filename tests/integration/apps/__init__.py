@@ -1,0 +1,1 @@
+"""Tiny Function Apps served by the local host in integration tests."""
