@@ -17,3 +17,10 @@ if _role in ("scoring", "all"):
     from functions.score_online import bp as score_online_bp
 
     app.register_functions(score_online_bp)
+if _role in ("router", "all"):
+    from functions.router import bp as router_bp
+    from functions.router import openapi_bp as router_openapi_bp
+
+    app.register_functions(router_bp)
+    if _role == "router":  # with "all", /api/openapi.json is the scoring app's
+        app.register_functions(router_openapi_bp)

@@ -23,6 +23,8 @@ walking the class MRO, so domain code never knows about HTTP.
     ├── OverloadedError              queue full; carries retry_after (s)
     ├── NotReadyError                model still loading; carries retry_after (s)
     ├── DeadlineExceededError        request took longer than its timeout
+    ├── UpstreamError                a service behind the router (a deployment, the
+    │                                endpoint config store) could not be reached (502)
     └── ExecutionError               the runtime failed on valid input (server fault)
 """
 
@@ -47,6 +49,7 @@ __all__ = [
     "OverloadedError",
     "NotReadyError",
     "DeadlineExceededError",
+    "UpstreamError",
     "ExecutionError",
 ]
 
@@ -157,6 +160,11 @@ class NotReadyError(ScorefnError):
 
 class DeadlineExceededError(ScorefnError):
     """The request did not finish within its timeout."""
+
+
+class UpstreamError(ScorefnError):
+    """A service the router depends on (a deployment, the endpoint config store) could
+    not be reached or failed; the message names it and what went wrong."""
 
 
 class ExecutionError(ScorefnError):

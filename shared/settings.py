@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["AppSettings", "ScoringSettings"]
+__all__ = ["AppSettings", "RouterSettings", "ScoringSettings"]
 
 
 class AppSettings(BaseSettings):
@@ -54,4 +54,59 @@ class ScoringSettings(BaseSettings):
     )
     batching: bool = Field(
         default=True, description="dynamic batching on/off (off: each request runs alone)"
+    )
+
+
+class RouterSettings(BaseSettings):
+    """Settings of the router app (an endpoint's stable URL)."""
+
+    model_config = SettingsConfigDict(env_prefix="SCOREFN_ROUTER_", extra="ignore")
+
+    storage: str = Field(
+        default="UseDevelopmentStorage=true",
+        validation_alias=AliasChoices("SCOREFN_ROUTER_STORAGE", "AzureWebJobsStorage"),
+        description="connection string of the storage account holding the endpoints table",
+    )
+    tables_url: str | None = Field(
+        default=None,
+        description=(
+            "table service URL (https://<account>.table.core.windows.net); when set, the "
+            "endpoints table is reached with the app's managed identity instead of storage"
+        ),
+    )
+    local_issuer: str | None = Field(
+        default=None,
+        description=(
+            "local mode: base URL of the dev token issuer (http://127.0.0.1:7070) whose "
+            "tokens are trusted instead of Entra ID's; never set in Azure"
+        ),
+    )
+    config_ttl_s: float = Field(
+        default=2.0, ge=0, description="how long an endpoint's stored config is cached"
+    )
+    port_shift: int = Field(
+        default=0, description="added to each deployment's local_port (a shifted local stack)"
+    )
+    timeout_s: float = Field(
+        default=30.0, gt=0, description="deadline of a forwarded request; past it: 504"
+    )
+    connect_timeout_s: float = Field(
+        default=2.0, gt=0, description="connect timeout to a deployment (then failover)"
+    )
+    max_connections: int = Field(
+        default=256, ge=1, description="pooled connections to all deployments together"
+    )
+    max_concurrent: int = Field(
+        default=512, ge=1, description="requests in flight per endpoint; more get 429"
+    )
+    mirror_max_in_flight: int = Field(
+        default=64, ge=1, description="mirror copies in flight; more are dropped and counted"
+    )
+    mirror_timeout_s: float = Field(
+        default=10.0, gt=0, description="deadline of a mirrored copy (it never delays callers)"
+    )
+    max_body_bytes: int = Field(
+        default=100 * 1024 * 1024,
+        ge=1,
+        description="largest request body forwarded; larger bodies get 413",
     )

@@ -29,6 +29,7 @@ from shared.errors import (
     PermissionDeniedError,
     RequestError,
     ScorefnError,
+    UpstreamError,
 )
 from shared.protocol.json_body import dump_json
 
@@ -53,6 +54,7 @@ STATUS: Final[dict[type[ScorefnError], int]] = {
     OverloadedError: 429,
     NotReadyError: 503,
     DeadlineExceededError: 504,
+    UpstreamError: 502,
     ExecutionError: 500,
     PackageError: 500,  # a package on disk is wrong: the server's fault, not the caller's
     ScorefnError: 500,

@@ -49,6 +49,15 @@ class DeploymentSpec(_Strict):
     min_replicas: int = Field(default=0, ge=0)
     max_replicas: int = Field(default=1, ge=1)
 
+    def base_url(self, port_shift: int = 0) -> str:
+        """Where the deployment's scoring app answers: ``url``, else the local port
+        (plus ``port_shift``) on 127.0.0.1. ``ValueError`` when it has neither."""
+        if self.url:
+            return self.url.rstrip("/")
+        if self.local_port is None:
+            raise ValueError(f"deployment {self.name!r} has neither url nor local_port")
+        return f"http://127.0.0.1:{self.local_port + port_shift}"
+
 
 class EndpointSpec(_Strict):
     """A validated endpoint."""
@@ -78,6 +87,18 @@ class EndpointSpec(_Strict):
                     )
                 if not 0 <= pct <= 100:
                     raise ValueError(f"{kind}[{dep}] is {pct}; expected 0 to 100")
+        auth = self.auth
+        if auth.mode == "entra" and (not auth.tenants or not auth.audiences):
+            raise ValueError(
+                "auth mode entra needs at least one tenant and one audience; "
+                f"got tenants {list(auth.tenants)}, audiences {list(auth.audiences)}"
+            )
+        active = [dep for dep, pct in self.mirror.items() if pct > 0]
+        if len(active) > 1:
+            raise ValueError(
+                f"mirror sends copies to {', '.join(active)}; at most one deployment may "
+                "receive mirrored traffic"
+            )
         total = sum(self.traffic.values())
         if total != 100:
             raise ValueError(f"traffic weights sum to {total}; they must sum to 100")

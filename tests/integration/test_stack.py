@@ -1,4 +1,5 @@
-"""`scorefn up` (what `make up` runs): the printed curl scores, Ctrl-C leaves nothing behind."""
+"""`scorefn up` (what `make up` runs): the printed curls score (through the router with a
+fresh token, and on a deployment directly), Ctrl-C leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from shared.localhost.ports import port_open
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE_PORTS = (7072, 7073, 10000, 10001, 10002)
+BASE_PORTS = (7070, 7071, 7072, 7073, 10000, 10001, 10002)
 
 
 def _free_shift() -> int:
@@ -52,11 +53,20 @@ def test_up_serves_printed_curl_and_ctrl_c_cleans_up(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, text
             time.sleep(0.2)
             text = (tmp_path / "up.log").read_text()
-        curl = next(line.strip() for line in text.splitlines() if line.strip().startswith("curl "))
-        assert f"127.0.0.1:{7072 + shift}/api/score" in curl
-        scored = subprocess.run(shlex.split(curl), capture_output=True, timeout=30, check=True)
-        assert orjson.loads(scored.stdout)["predictions"] == ["highly_suspicious"]
-        assert len(_session_pids(proc.pid)) >= 4  # scorefn, Azurite, two hosts
+        curls = [line.strip() for line in text.splitlines() if line.strip().startswith("curl ")]
+        router_curl, direct_curl = curls
+        assert f"127.0.0.1:{7071 + shift}/api/endpoints/fraud/score" in router_curl
+        assert "-H 'Authorization: Bearer ey" in router_curl
+        assert f"127.0.0.1:{7072 + shift}/api/score" in direct_curl
+        for curl in curls:
+            scored = subprocess.run(
+                [*shlex.split(curl), "-D", "-"], capture_output=True, timeout=30, check=True
+            )
+            head, _, body = scored.stdout.partition(b"\r\n\r\n")
+            assert orjson.loads(body)["predictions"] == ["highly_suspicious"], scored.stdout
+            assert b"x-deployment: " in head.lower()
+        # scorefn, Azurite, dev issuer, two deployments, router
+        assert len(_session_pids(proc.pid)) >= 6
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         code = proc.wait(timeout=60)

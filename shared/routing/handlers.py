@@ -1,0 +1,121 @@
+"""HTTP handlers of the router app, on real ``azure.functions`` request/response objects.
+
+Thin: read the request, one call into ``Router``, respond. Every error goes through
+``shared.protocol.status.error_response`` (the one status table). Every response carries
+``x-request-id`` (the caller's, or one generated here, also sent to the deployment);
+responses of the scoring routes carry ``x-deployment`` (and Azure ML's
+``azureml-model-deployment``): the deployment that answered, or ``none`` when the router
+answered itself (for example a 401).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Final
+from urllib.parse import urlsplit
+
+import azure.functions as func
+import orjson
+
+from shared.errors import PayloadTooLargeError, RequestError, ScorefnError
+from shared.protocol.status import error_response
+from shared.routing.forward import Forwarded, Unreachable
+from shared.routing.openapi import router_openapi_document
+from shared.routing.router import RoutedRequest, Router
+
+__all__ = ["RouterHandlers", "VERSION"]
+
+log = logging.getLogger(__name__)
+
+VERSION: Final = "0.1.0"
+_JSON: Final = "application/json"
+_NO_DEPLOYMENT: Final = "none"
+
+Handler = Callable[[func.HttpRequest, str], Awaitable[func.HttpResponse]]
+
+
+def _json(obj: object, status: int = 200) -> func.HttpResponse:
+    return func.HttpResponse(orjson.dumps(obj), status_code=status, mimetype=_JSON)
+
+
+class RouterHandlers:
+    """The router routes, bound to one ``Router``."""
+
+    def __init__(self, router: Router, *, max_body_bytes: int = 100 * 1024 * 1024) -> None:
+        self.router = router
+        self.max_body_bytes = max_body_bytes
+        self._openapi = orjson.dumps(router_openapi_document(version=VERSION))
+
+    async def guarded(self, handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
+        """Run a handler with the request's id; map every exception to a JSON error."""
+        request_id = req.headers.get("x-request-id") or uuid.uuid4().hex
+        try:
+            resp = await handler(req, request_id)
+        except Exception as exc:
+            if not isinstance(exc, ScorefnError):
+                log.exception("unexpected error on %s %s", req.method, req.url)
+            elif not isinstance(exc, RequestError):
+                log.warning("%s %s: %s", req.method, req.url, exc)
+            status, headers, body = error_response(exc)
+            if handler in (self.score, self.v2):
+                deployment = exc.deployment if isinstance(exc, Unreachable) else _NO_DEPLOYMENT
+                headers["x-deployment"] = headers["azureml-model-deployment"] = deployment
+            resp = func.HttpResponse(body, status_code=status, headers=headers, mimetype=_JSON)
+        resp.headers["x-request-id"] = request_id
+        return resp
+
+    # ------------------------------------------------------------------ forwarding
+    def _routed(self, req: func.HttpRequest, request_id: str, path: str) -> RoutedRequest:
+        declared = req.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise PayloadTooLargeError(int(declared), self.max_body_bytes)
+        body = req.get_body() or b""
+        if len(body) > self.max_body_bytes:
+            raise PayloadTooLargeError(len(body), self.max_body_bytes)
+        headers = {k.lower(): v for k, v in req.headers.items()}
+        headers["x-request-id"] = request_id
+        return RoutedRequest(
+            endpoint=req.route_params["endpoint"],
+            method=req.method,
+            path=path,
+            query=urlsplit(req.url).query,
+            headers=headers,
+            body=body,
+        )
+
+    @staticmethod
+    def _answer(answer: Forwarded) -> func.HttpResponse:
+        resp = func.HttpResponse(answer.body, status_code=answer.status, headers=answer.headers)
+        resp.headers["x-deployment"] = answer.deployment
+        resp.headers["azureml-model-deployment"] = answer.deployment
+        return resp
+
+    async def score(self, req: func.HttpRequest, request_id: str) -> func.HttpResponse:
+        """POST endpoints/{endpoint}/score -> the chosen deployment's /api/score."""
+        return self._answer(await self.router.forward(self._routed(req, request_id, "score")))
+
+    async def v2(self, req: func.HttpRequest, request_id: str) -> func.HttpResponse:
+        """GET|POST endpoints/{endpoint}/v2/{*path} -> the deployment's /api/v2/{path}."""
+        path = "v2/" + (req.route_params.get("path") or "").lstrip("/")
+        return self._answer(await self.router.forward(self._routed(req, request_id, path)))
+
+    # ------------------------------------------------------------------ admin
+    async def describe(self, req: func.HttpRequest, request_id: str) -> func.HttpResponse:
+        """GET endpoints/{endpoint}."""
+        endpoint = req.route_params["endpoint"]
+        return _json(await self.router.describe(endpoint, req.headers.get("authorization")))
+
+    async def traffic(self, req: func.HttpRequest, request_id: str) -> func.HttpResponse:
+        """GET|PUT endpoints/{endpoint}/traffic (admin role)."""
+        endpoint = req.route_params["endpoint"]
+        authorization = req.headers.get("authorization")
+        if req.method.upper() == "PUT":
+            body = req.get_body() or b""
+            return _json(await self.router.set_traffic(endpoint, authorization, body))
+        return _json(await self.router.traffic(endpoint, authorization))
+
+    async def openapi(self, req: func.HttpRequest, request_id: str) -> func.HttpResponse:
+        """GET openapi.json."""
+        return func.HttpResponse(self._openapi, mimetype=_JSON)
