@@ -24,7 +24,9 @@ BASE_PORTS = (7070, 7071, 7072, 7073, 10000, 10001, 10002)
 
 def _free_shift() -> int:
     for _ in range(50):
-        shift = random.randrange(20_000, 40_000)
+        # Stay below the ephemeral range (32768+), where client sockets and free_ports()
+        # draw from, so a port found free is not taken before the stack binds it.
+        shift = random.randrange(11_000, 22_000)
         if not any(port_open("127.0.0.1", p + shift, timeout=0.1) for p in BASE_PORTS):
             return shift
     raise RuntimeError("no free port shift found")
