@@ -66,7 +66,7 @@ from shared.errors import (
 )
 from shared.pipeline.spec import BatchingSpec
 
-__all__ = ["Batcher", "BatcherStats", "Runner", "Tensors"]
+__all__ = ["Batcher", "BatcherStats", "InlineExecutor", "Runner", "Tensors"]
 
 Tensors: TypeAlias = dict[str, np.ndarray]
 #: A synchronous runner: validated inputs (first dimension = rows) to outputs. The
@@ -237,6 +237,30 @@ def _split(outputs: Tensors, ran: list[_Request], rows: int) -> list[Tensors]:
     return per
 
 
+class InlineExecutor(concurrent.futures.Executor):
+    """Runs each call at once on the calling thread (the event loop's).
+
+    For models whose whole run takes microseconds, handing the batch to a worker thread
+    costs more than running it (``BatchingSpec.run_on_loop``); the loop is blocked only
+    for the run itself.
+    """
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+#: Seconds by which a batch may be sent before its delay has fully passed (one tick of a
+#: millisecond-resolution loop clock).
+_CLOCK_SLACK = 0.001
+
+
 class Batcher:
     """Gathers concurrent ``infer`` calls into batched runs of ``run`` on a worker thread.
 
@@ -296,9 +320,12 @@ class Batcher:
             raise RuntimeError(f"batcher for model {self.name} is closed; create a new one")
         self._loop = asyncio.get_running_loop()
         if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=f"batcher-{self.name}"
-            )
+            if self.batching.run_on_loop:
+                self._executor = InlineExecutor()
+            else:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix=f"batcher-{self.name}"
+                )
         self._task = self._loop.create_task(self._gather(), name=f"batcher-{self.name}")
 
     async def infer(self, inputs: Tensors, *, timeout: float | None = None) -> Tensors:
@@ -453,7 +480,10 @@ class Batcher:
                 empty.append(signature)
                 continue
             ready_at = head.enqueued + self._delay
-            if self._closing or group.rows >= self._max_rows or ready_at <= now:
+            # The loop clock may tick in whole milliseconds (uvloop), and the float sum
+            # can land just past the tick: without the slack the timer fires, the batch
+            # is "not ready" on the same cached time, and the loop spins for a tick.
+            if self._closing or group.rows >= self._max_rows or ready_at <= now + _CLOCK_SLACK:
                 if best is None or head.enqueued < best_time:
                     best, best_time = group, head.enqueued
             elif due is None or ready_at < due:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def available_providers() -> list[str]:
 
 def _options(path: Path, options: SessionSpec) -> ort.SessionOptions:
     so = ort.SessionOptions()
-    so.intra_op_num_threads = options.intra_op_threads
+    # onnxruntime's default (0) takes one thread per machine core and pins them, ignoring
+    # the process's CPU affinity (taskset, container CPU sets); count the allowed cores.
+    so.intra_op_num_threads = options.intra_op_threads or len(os.sched_getaffinity(0))
     so.inter_op_num_threads = options.inter_op_threads
     so.graph_optimization_level = _OPT_LEVELS[options.graph_optimization]
     so.log_severity_level = 3  # errors only: ORT's own CUDA-missing noise is reported by us

@@ -128,6 +128,13 @@ class BatchingSpec(_Strict):
     max_batch_size: int = Field(default=64, ge=1, description="rows per session.run")
     max_delay_ms: float = Field(default=2.0, ge=0, description="longest wait to fill a batch")
     max_queue_rows: int = Field(default=4096, ge=1, description="rows queued before 429")
+    run_on_loop: bool = Field(
+        default=False,
+        description=(
+            "run batches on the event loop instead of a worker thread: for models whose "
+            "run takes tens of microseconds the thread hand-off costs more than the run"
+        ),
+    )
 
 
 class SessionSpec(_Strict):

@@ -621,3 +621,23 @@ async def test_stats_count_batches_rows_and_waits(session: ort.InferenceSession)
     assert sorted(stats.recent_batch_rows) == [2, 4]
     assert stats.run_seconds > 0 and stats.rows_per_second > 0
     assert stats.queue_wait_seconds >= 0 and len(stats.recent_queue_wait) == 2
+
+
+async def test_run_on_loop_runs_batches_on_the_loop_thread(session: ort.InferenceSession) -> None:
+    threads: list[int] = []
+
+    def run(inputs: Tensors) -> Tensors:
+        threads.append(threading.get_ident())
+        return _alone(session, inputs)
+
+    spec = BatchingSpec(max_batch_size=8, max_delay_ms=0, run_on_loop=True)
+    async with Batcher(run, spec, name="inline") as batcher:
+        requests = [_request(i, rows=1 + i % 3, seed=i) for i in range(12)]
+        results = await asyncio.gather(*(batcher.infer(r) for r in requests))
+    for request, result in zip(requests, results, strict=True):
+        expected = _alone(session, request)
+        assert result.keys() == expected.keys()
+        for name in expected:
+            np.testing.assert_array_equal(result[name], expected[name])
+    assert set(threads) == {threading.get_ident()}
+    assert len(threads) < len(requests)  # requests queued during a run shared a batch

@@ -1,0 +1,859 @@
+"""HTTP benchmark: the scorefn host against a minimal FastAPI floor, same machine state.
+
+Servers (each pinned with ``taskset`` to ``--server-core``, default core 0):
+
+- ``scorefn on``: ``python -m shared.localhost`` serving ``function_app:app`` with
+  ``APP_ROLE=scoring``, ``SCOREFN_MODELS=fraud:1,mlp`` and dynamic batching on;
+- ``scorefn off``: the same host with ``SCOREFN_BATCHING=false``;
+- ``floor``: ``bench/floor_app.py``, FastAPI + uvicorn with one onnxruntime session per
+  model, ``session.run`` called inline in an ``async def`` endpoint;
+- ``floor thread``: the same floor awaiting ``run_in_threadpool`` (``--floor-handlers``).
+
+Load: ``wrk -t1 -cN --latency`` pinned to ``--client-core`` (default core 1), posting one
+single-row v2 JSON body with ``bench/wrk/post_json.lua`` (which counts non-2xx answers),
+for fraud v1 (8 floats) and the benchmark MLP (256 floats, 256 -> 2048 -> 2048 -> 16), at
+each concurrency of ``--concurrency`` (default 1, 8, 64), after a short warm-up run per
+model. Per row: req/s (2xx answers only), p50 / p99 latency, errors (non-2xx + socket
+errors), the CPU use of the server and of wrk (100 % = one core), and the *other load*:
+CPU time other processes took on the server's and on wrk's core during the run. The
+machine may be shared; a run where others took more than ``--max-other-load`` percent
+of a core is measured once more and the less disturbed run kept, at most ``--retries``
+times in the whole run (this bounds its duration); figures still disturbed are marked
+``*``.
+
+The MLP package declares no ``session.intra_op_threads``; onnxruntime then starts one
+thread per core and pins each to its core, ignoring the ``taskset`` mask (a thread would
+run on wrk's core). ``--mlp-threads`` (default 1) sets it in the benchmark's copy of the
+package, for the host and the floor alike; ``--mlp-threads 0`` keeps the package as built.
+
+Start-up: from process launch to the first 200 of ``POST /api/v2/models/fraud/infer``
+(polled every 10 ms) for a host serving only fraud, and for the floor serving only fraud;
+``--startup-runs`` launches each, the median is reported.
+
+Targets, with pass/fail: (a) MLP at c=64, batching on >= 2x batching off; (b) fraud at
+c=8, scorefn (batching on, the default) >= 1.0x floor; (c) fraud start-up <= 2 s.
+
+Nothing but 127.0.0.1 is contacted. The host needs no storage connection string: the
+scoring app has no queue or blob trigger, so no Azurite is started. Every server is
+stopped at the end, on error and on Ctrl-C / SIGTERM, and its port checked to be free.
+The working folder (``--workdir``, default ``.run/bench-http``) keeps the models copy,
+the request bodies and each server's log.
+
+Profiling: ``--profile`` runs every scorefn host under ``python -m cProfile`` and writes
+``<workdir>/profiles/<server>.prof`` when it stops (the event-loop thread only: HTTP,
+handlers, codecs, the batcher's gather loop; the ORT run happens on the batcher's worker
+thread). Read one with ``python -m pstats``. The figures of a profiled run are slower.
+
+Usage::
+
+    .venv/bin/python bench/http.py                 # full run, about 3 minutes
+    .venv/bin/python bench/http.py --quick         # about 1.5 minutes
+    .venv/bin/python bench/http.py --duration 10 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+# Run as a script, this file (bench/http.py) puts bench/ first on sys.path, where it would
+# shadow the standard library's http package (httpx, uvicorn and werkzeug import it). Only
+# standard modules that do not import http come above this line.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != HERE]
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import build_models  # type: ignore[import-not-found]  # noqa: E402
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from shared.localhost.ports import free_ports, port_open  # noqa: E402
+from shared.localhost.runner import HostProcess, wait_for_http  # noqa: E402
+
+WRK_SCRIPT = ROOT / "bench" / "wrk" / "post_json.lua"
+FLOOR_APP = ROOT / "bench" / "floor_app.py"
+INFER_PATH = "/api/v2/models/{model}/infer"
+READY_PATH = "/api/v2/health/ready"
+MODELS = ("fraud", "mlp")
+TARGET_BATCHING = 2.0
+TARGET_FLOOR = 1.0
+TARGET_STARTUP_S = 2.0
+
+
+# ---------------------------------------------------------------------- request bodies
+
+
+def infer_body(rows: np.ndarray) -> bytes:
+    """A v2 JSON inference request for ``rows`` (a 2-D float32 array), input ``x``."""
+    doc = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": list(rows.shape),
+                "datatype": "FP32",
+                "data": [round(float(v), 6) for v in rows.ravel()],
+            }
+        ]
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def make_bodies(workdir: Path) -> dict[str, Path]:
+    """One single-row body per model, written to ``workdir``."""
+    fraud_rows, _ = build_models.synthetic_transactions(1, seed=11)
+    mlp_rows = np.random.default_rng(3).standard_normal((1, 256)).astype(np.float32)
+    paths = {}
+    for model, rows in (("fraud", fraud_rows), ("mlp", mlp_rows)):
+        path = workdir / f"{model}.json"
+        path.write_bytes(infer_body(rows))
+        paths[model] = path
+    return paths
+
+
+def make_models(workdir: Path, *, mlp_threads: int) -> Path:
+    """A models folder holding fraud 1 (copied from ``models/``) and the benchmark MLP.
+
+    ``mlp_threads`` > 0 sets the MLP package's ``session.intra_op_threads`` (it declares
+    none, so onnxruntime would pick one thread per core and pin them to those cores,
+    outside the server's ``taskset`` mask); 0 keeps the package as built.
+    """
+    source = ROOT / "models" / "fraud" / "1"
+    if not (source / "model.onnx").is_file():
+        build_models.build_fraud(ROOT / "models")
+    models = workdir / "models"
+    shutil.rmtree(models, ignore_errors=True)
+    shutil.copytree(source, models / "fraud" / "1")
+    folder = build_models.build_mlp(models)
+    if mlp_threads > 0:
+        yaml_path = folder / "model.yaml"
+        text = yaml_path.read_text()
+        if "\nsession:" in text:
+            raise RuntimeError(f"{yaml_path} already sets session options; drop --mlp-threads")
+        yaml_path.write_text(text + f"session: {{intra_op_threads: {mlp_threads}}}\n")
+    return models
+
+
+# ---------------------------------------------------------------------- server processes
+
+
+class Server(Protocol):
+    """A started server process."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def stop(self) -> int | None: ...
+
+
+def pinned_python(workdir: Path, core: int, profile: Path | None = None) -> Path:
+    """An executable that runs this Python pinned to ``core`` (optionally under cProfile).
+
+    ``HostProcess`` runs ``<python> -m shared.localhost ...``; this wrapper ``exec``s, so
+    the host's pid is the Python process that SIGTERM reaches.
+    """
+    name = f"python-core{core}" + (f"-{profile.stem}" if profile else "")
+    wrapper = workdir / name
+    prefix = f"-m cProfile -o '{profile}' " if profile is not None else ""
+    wrapper.write_text(f"#!/bin/sh\nexec taskset -c {core} '{sys.executable}' {prefix}\"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+@dataclass(frozen=True)
+class Cores:
+    """The core the servers are pinned to and the core wrk is pinned to."""
+
+    server: int
+    client: int
+
+
+@dataclass
+class Workspace:
+    """Where servers are started from and what they serve."""
+
+    workdir: Path
+    models: Path
+    server_core: int
+    profile: bool = False
+
+    def log(self, label: str) -> Path:
+        logs = self.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return logs / f"{label}.log"
+
+    def host(self, label: str, *, models: str, batching: bool) -> HostProcess:
+        """A scorefn local host (not started)."""
+        (port,) = free_ports(1)
+        profile = None
+        if self.profile:
+            (self.workdir / "profiles").mkdir(parents=True, exist_ok=True)
+            profile = self.workdir / "profiles" / f"{label}.prof"
+        return HostProcess(
+            "function_app:app",
+            port=port,
+            cwd=ROOT,
+            log_path=self.log(label),
+            python=str(pinned_python(self.workdir, self.server_core, profile)),
+            env={
+                "APP_ROLE": "scoring",
+                "SCOREFN_MODELS": models,
+                "SCOREFN_MODELS_DIR": str(self.models),
+                "SCOREFN_BATCHING": "true" if batching else "false",
+                "SCOREFN_DEPLOYMENT": label,
+            },
+        )
+
+    def floor(self, label: str, *, models: str, handler: str) -> FloorProcess:
+        """The floor app (not started)."""
+        (port,) = free_ports(1)
+        command = [
+            "taskset", "-c", str(self.server_core), sys.executable, str(FLOOR_APP),
+            "--models-dir", str(self.models), "--models", models,
+            "--port", str(port), "--handler", handler,
+        ]  # fmt: skip
+        return FloorProcess(command, port=port, log_path=self.log(label))
+
+
+class FloorProcess:
+    """``bench/floor_app.py`` as a child process."""
+
+    def __init__(self, command: Sequence[str], *, port: int, log_path: Path) -> None:
+        self.command = list(command)
+        self.port = port
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout: float = 60.0) -> FloorProcess:
+        """Launch and wait until ``GET /api/v2/health/ready`` answers 200."""
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self.command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            wait_for_http(self.base_url + READY_PATH, timeout=timeout, alive=lambda: self.running)
+        except (RuntimeError, TimeoutError):
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+
+@contextlib.contextmanager
+def running(server: HostProcess | FloorProcess, *, ready: bool = True) -> Iterator[Server]:
+    """Start ``server`` (and wait for model readiness); always stop it and free its port."""
+    try:
+        server.start(timeout=120)
+        if ready:
+            wait_for_http(server.base_url + READY_PATH, timeout=120)
+        yield server
+    finally:
+        server.stop()
+        port = int(server.base_url.rsplit(":", 1)[1])
+        if port_open("127.0.0.1", port, timeout=0.2):
+            print(f"warning: port {port} still accepts connections after stop", flush=True)
+
+
+def core_times() -> dict[int, tuple[int, int]]:
+    """(busy, total) jiffies of every CPU core since boot, from /proc/stat.
+
+    Busy is user + nice + system + steal: interrupt and softirq time (loopback TCP is
+    processed there) is left out, so that busy minus the known processes' CPU time is the
+    CPU time of other processes.
+    """
+    out: dict[int, tuple[int, int]] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            # user nice system idle iowait irq softirq steal
+            user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in values[:8])
+            total = user + nice + system + idle + iowait + irq + softirq + steal
+            out[int(name[3:])] = (user + nice + system + steal, total)
+    return out
+
+
+def core_busy(before: dict[int, tuple[int, int]], core: int) -> tuple[float, float]:
+    """Busy and total seconds of ``core`` since ``before`` (any process)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    busy0, total0 = before.get(core, (0, 0))
+    busy1, total1 = core_times().get(core, (0, 0))
+    return (busy1 - busy0) / tick, (total1 - total0) / tick
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command name: state is field 3, utime 14 and stime 15 (1-based).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------- wrk
+
+
+@dataclass
+class Measurement:
+    """One wrk run against one server and model at one concurrency.
+
+    ``foreign_*_pct`` is the CPU time other processes took on the server's and on wrk's
+    core during the run (core busy time minus the server's or wrk's own), in percent of
+    the run: this machine may be shared, and a busy neighbour skews a figure.
+    """
+
+    server: str
+    model: str
+    connections: int
+    requests: int
+    ok_per_s: float
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    errors: int
+    non2xx: int
+    socket_errors: dict[str, int]
+    server_cpu_pct: float
+    wrk_cpu_pct: float
+    foreign_server_core_pct: float
+    foreign_client_core_pct: float
+    seconds: float
+    attempts: int = 1
+
+    @property
+    def foreign_pct(self) -> float:
+        """The larger foreign load of the two cores."""
+        return max(self.foreign_server_core_pct, self.foreign_client_core_pct)
+
+
+@dataclass
+class WrkRun:
+    """What one wrk run reported, and the CPU seconds wrk itself used."""
+
+    figures: dict[str, Any]
+    report: str
+    cpu_seconds: float
+
+
+def run_wrk(
+    url: str,
+    body: Path,
+    *,
+    connections: int,
+    seconds: float,
+    core: int,
+) -> WrkRun:
+    """Run wrk pinned to ``core``."""
+    command = [
+        "taskset", "-c", str(core), "wrk", "-t1", f"-c{connections}",
+        f"-d{max(1, round(seconds))}s", "--timeout", "10s", "--latency",
+        "-s", str(WRK_SCRIPT), url,
+    ]  # fmt: skip
+    env = {**os.environ, "WRK_BODY": str(body)}
+    # wrk is the only child reaped during the run (taskset execs it), so the children's
+    # usage grows by exactly wrk's.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    match = re.search(r"^WRK_JSON (\{.*\})$", done.stdout, re.MULTILINE)
+    if done.returncode != 0 or match is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return WrkRun(json.loads(match.group(1)), done.stdout[: match.start()].rstrip(), cpu)
+
+
+class RetryBudget:
+    """How many measurements the whole run may repeat (bounds the run's duration)."""
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+        self.used = 0
+
+    def take(self) -> bool:
+        """Spend one retry; False when none is left."""
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        self.used += 1
+        return True
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How every measurement is run."""
+
+    seconds: float
+    warmup: float
+    cores: Cores
+    retries: RetryBudget
+    max_foreign_pct: float
+    verbose: bool
+
+
+def measure_once(
+    server: Server, label: str, model: str, body: Path, connections: int, opts: RunOptions
+) -> Measurement:
+    """One wrk run, with the server's, wrk's and other processes' CPU use over it."""
+    url = server.base_url + INFER_PATH.format(model=model)
+    cores = opts.cores
+    before, cpu0, t0 = core_times(), cpu_seconds(server.pid), time.monotonic()
+    run = run_wrk(url, body, connections=connections, seconds=opts.seconds, core=cores.client)
+    server_cpu = cpu_seconds(server.pid) - cpu0
+    wall = time.monotonic() - t0
+    server_busy, server_total = core_busy(before, cores.server)
+    client_busy, client_total = core_busy(before, cores.client)
+    if opts.verbose:
+        print(run.report, flush=True)
+    figures = run.figures
+    duration = figures["duration_us"] / 1e6
+    sockets = {k: int(v) for k, v in figures["errors"].items() if k != "status"}
+    non2xx = int(figures["non2xx"])
+    lat = figures["latency_us"]
+    return Measurement(
+        server=label,
+        model=model,
+        connections=connections,
+        requests=int(figures["requests"]),
+        ok_per_s=(figures["requests"] - non2xx) / duration,
+        p50_ms=lat["p50"] / 1000,
+        p99_ms=lat["p99"] / 1000,
+        mean_ms=lat["mean"] / 1000,
+        errors=non2xx + sum(sockets.values()),
+        non2xx=non2xx,
+        socket_errors=sockets,
+        server_cpu_pct=100 * server_cpu / wall,
+        wrk_cpu_pct=100 * run.cpu_seconds / wall,
+        foreign_server_core_pct=_foreign(server_busy, server_cpu, server_total),
+        foreign_client_core_pct=_foreign(client_busy, run.cpu_seconds, client_total),
+        seconds=duration,
+    )
+
+
+def _foreign(busy: float, own: float, total: float) -> float:
+    return max(0.0, 100 * (busy - own) / total) if total > 0 else 0.0
+
+
+def measure(
+    server: Server, label: str, model: str, body: Path, connections: int, opts: RunOptions
+) -> Measurement:
+    """``measure_once``; measured once more when other processes took more than
+    ``opts.max_foreign_pct`` of either core and the run's retry budget is not spent.
+    Returns the less disturbed run."""
+    best = measure_once(server, label, model, body, connections, opts)
+    if best.foreign_pct > opts.max_foreign_pct and opts.retries.take():
+        print(f"  ({label} {model} c={connections}: other processes took "
+              f"{best.foreign_pct:.0f}% of a core; measuring again)", flush=True)  # fmt: skip
+        again = measure_once(server, label, model, body, connections, opts)
+        again.attempts = best.attempts = 2
+        if again.foreign_pct < best.foreign_pct:
+            best = again
+    print(
+        f"  {label:13s} {model:5s} c={connections:<3d} {best.ok_per_s:9.0f} req/s  "
+        f"p50 {best.p50_ms:7.2f} ms  p99 {best.p99_ms:7.2f} ms  errors {best.errors}  "
+        f"server {best.server_cpu_pct:3.0f}%  wrk {best.wrk_cpu_pct:3.0f}%  "
+        f"other {best.foreign_server_core_pct:3.0f}%/{best.foreign_client_core_pct:3.0f}%",
+        flush=True,
+    )
+    return best
+
+
+def bench_server(
+    server: Server,
+    label: str,
+    bodies: dict[str, Path],
+    *,
+    concurrency: Sequence[int],
+    opts: RunOptions,
+) -> list[Measurement]:
+    """Warm each model up, then measure it at every concurrency."""
+    out = []
+    for model in MODELS:
+        if opts.warmup > 0:
+            url = server.base_url + INFER_PATH.format(model=model)
+            run_wrk(url, bodies[model], connections=8, seconds=opts.warmup, core=opts.cores.client)
+        for c in concurrency:
+            out.append(measure(server, label, model, bodies[model], c, opts))
+    return out
+
+
+# ---------------------------------------------------------------------- start-up
+
+
+@dataclass
+class Startup:
+    """Launch-to-first-prediction times of one kind of server."""
+
+    server: str
+    first_prediction_s: list[float] = field(default_factory=list)
+    process_up_s: list[float] = field(default_factory=list)
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.first_prediction_s)
+
+
+def _first_success(
+    found: list[float], url: str, body: bytes, t0: float, stop: threading.Event
+) -> None:
+    """Poll ``url`` every 10 ms; append the seconds from ``t0`` to its first 200."""
+    headers = {"content-type": "application/json"}
+    with httpx.Client(timeout=5.0) as client:
+        while not stop.is_set():
+            try:
+                if client.post(url, content=body, headers=headers).status_code == 200:
+                    found.append(time.perf_counter() - t0)
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.01)
+
+
+def measure_startup(
+    make: Callable[[], HostProcess | FloorProcess], body: bytes, label: str, runs: int
+) -> Startup:
+    """Launch ``make()`` ``runs`` times; time launch -> first 200 of a fraud inference."""
+    result = Startup(label)
+    for _ in range(runs):
+        server = make()
+        url = server.base_url + INFER_PATH.format(model="fraud")
+        stop = threading.Event()
+        found: list[float] = []
+        t0 = time.perf_counter()
+        poller = threading.Thread(
+            target=_first_success, args=(found, url, body, t0, stop), daemon=True
+        )
+        poller.start()
+        with running(server, ready=False):
+            result.process_up_s.append(time.perf_counter() - t0)
+            poller.join(60)
+            stop.set()
+            poller.join()
+        if not found:
+            raise RuntimeError(f"{label}: no successful prediction within 60 s of launch")
+        result.first_prediction_s.append(found[0])
+    print(
+        f"  {label:13s} start-up to first prediction: median {result.median_s:.3f} s "
+        f"(runs: {', '.join(f'{s:.3f}' for s in result.first_prediction_s)})",
+        flush=True,
+    )
+    return result
+
+
+# ---------------------------------------------------------------------- report
+
+
+def _find(rows: list[Measurement], server: str, model: str, c: int) -> Measurement | None:
+    for m in rows:
+        if (m.server, m.model, m.connections) == (server, model, c):
+            return m
+    return None
+
+
+def _ratio(a: Measurement | None, b: Measurement | None) -> float | None:
+    if a is None or b is None or b.ok_per_s <= 0:
+        return None
+    return a.ok_per_s / b.ok_per_s
+
+
+def targets(rows: list[Measurement], startups: dict[str, Startup]) -> list[dict[str, Any]]:
+    """The three targets with their measured values and pass/fail."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, want: float, *, at_most: bool = False) -> None:
+        ok = None if value is None else (value <= want if at_most else value >= want)
+        out.append({"target": name, "value": value, "want": want, "pass": ok})
+
+    add(
+        "(a) mlp c=64: batching on / off req/s >= 2.0",
+        _ratio(_find(rows, "scorefn on", "mlp", 64), _find(rows, "scorefn off", "mlp", 64)),
+        TARGET_BATCHING,
+    )
+    add(
+        "(b) fraud c=8: scorefn (batching on) / floor req/s >= 1.0",
+        _ratio(_find(rows, "scorefn on", "fraud", 8), _find(rows, "floor", "fraud", 8)),
+        TARGET_FLOOR,
+    )
+    host = startups.get("scorefn")
+    add(
+        "(c) fraud start-up (launch -> first prediction) <= 2 s",
+        host.median_s if host else None,
+        TARGET_STARTUP_S,
+        at_most=True,
+    )
+    return out
+
+
+def print_report(
+    rows: list[Measurement],
+    startups: dict[str, Startup],
+    checks: list[dict[str, Any]],
+    *,
+    max_other_load: float,
+) -> None:
+    """The table, the start-up times, the ratios and the targets."""
+    print(
+        "\nmodel  server         conns     req/s    p50 ms    p99 ms  errors"
+        "  server cpu  wrk cpu  other load (server/wrk core)"
+    )
+    for model in MODELS:
+        for m in (r for r in rows if r.model == model):
+            print(
+                f"{m.model:6s} {m.server:13s} {m.connections:5d} {m.ok_per_s:9.0f} "
+                f"{m.p50_ms:9.2f} {m.p99_ms:9.2f} {m.errors:7d} {m.server_cpu_pct:10.0f}% "
+                f"{m.wrk_cpu_pct:7.0f}%  {m.foreign_server_core_pct:5.0f}% / "
+                f"{m.foreign_client_core_pct:3.0f}%"
+                + (" *" if m.foreign_pct > max_other_load else "")
+            )
+    if any(m.foreign_pct > max_other_load for m in rows):
+        print(f"* other processes took more than {max_other_load:g}% of a core: a noisy figure")
+    print("\nstart-up, launch -> first fraud prediction (median of runs)")
+    for s in startups.values():
+        print(
+            f"  {s.server:13s} {s.median_s:6.3f} s   (process answering: "
+            f"{statistics.median(s.process_up_s):.3f} s)"
+        )
+    print("\nratios (req/s)")
+    for model, c in (("mlp", 64), ("fraud", 8), ("fraud", 1), ("fraud", 64), ("mlp", 1)):
+        on, off = _find(rows, "scorefn on", model, c), _find(rows, "scorefn off", model, c)
+        floor = _find(rows, "floor", model, c)
+        parts = [
+            f"on/off {_fmt(_ratio(on, off))}",
+            f"on/floor {_fmt(_ratio(on, floor))}",
+            f"off/floor {_fmt(_ratio(off, floor))}",
+        ]
+        thread = _find(rows, "floor thread", model, c)
+        if thread is not None:
+            parts.append(f"on/floor-thread {_fmt(_ratio(on, thread))}")
+        print(f"  {model:5s} c={c:<3d} " + "   ".join(parts))
+    print("\ntargets")
+    for t in checks:
+        if t["value"] is None:
+            print(f"  {t['target']}: not measured")
+        else:
+            print(f"  {t['target']}: {t['value']:.2f}  {'PASS' if t['pass'] else 'MISSED'}")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def environment() -> dict[str, Any]:
+    """What the figures were measured on."""
+    import onnxruntime
+
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "wrk": wrk.splitlines()[0] if wrk else "",
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+    }
+
+
+# ---------------------------------------------------------------------- main
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per model")
+    ap.add_argument("--concurrency", default="1,8,64", help="wrk connections, comma-separated")
+    ap.add_argument("--startup-runs", type=int, default=3, help="launches per start-up figure")
+    ap.add_argument(
+        "--floor-handlers",
+        default="inline,threadpool",
+        help="floor variants to measure, comma-separated (inline is target (b)'s floor)",
+    )
+    ap.add_argument(
+        "--mlp-threads",
+        type=int,
+        default=1,
+        help="intra-op threads written into the MLP package copy (0: package default)",
+    )
+    ap.add_argument(
+        "--only", choices=["startup", "throughput"], default=None, help="run one part only"
+    )
+    ap.add_argument(
+        "--retries",
+        type=int,
+        default=6,
+        help="measurements the whole run may repeat because other processes loaded a core",
+    )
+    ap.add_argument(
+        "--max-other-load",
+        type=float,
+        default=15.0,
+        help="percent of a core other processes may take during a measurement",
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="2 s runs, 1 s warm-up, 1 launch, 3 retries"
+    )
+    ap.add_argument("--server-core", type=int, default=0, help="core the servers run on")
+    ap.add_argument("--client-core", type=int, default=1, help="core wrk (and this) runs on")
+    ap.add_argument("--workdir", type=Path, default=ROOT / ".run" / "bench-http")
+    ap.add_argument("--profile", action="store_true", help="run the hosts under cProfile")
+    ap.add_argument("--verbose", action="store_true", help="print wrk's own reports")
+    ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    return ap
+
+
+def _servers(
+    work: Workspace, handlers: Sequence[str]
+) -> list[tuple[str, Callable[[], HostProcess | FloorProcess]]]:
+    both = "fraud:1,mlp"
+    servers: list[tuple[str, Callable[[], HostProcess | FloorProcess]]] = [
+        ("scorefn on", partial(work.host, "scorefn-on", models=both, batching=True)),
+        ("scorefn off", partial(work.host, "scorefn-off", models=both, batching=False)),
+    ]
+    for h in handlers:
+        label = "floor" if h == "inline" else f"floor {h.removesuffix('pool')}"
+        floor = partial(work.floor, label.replace(" ", "-"), models=both, handler=h)
+        servers.append((label, floor))
+    return servers
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.startup_runs, args.retries = 2.0, 1.0, 1, 3
+    concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    handlers = [h.strip() for h in args.floor_handlers.split(",") if h.strip()]
+    if shutil.which("wrk") is None or shutil.which("taskset") is None:
+        print("bench/http.py needs wrk and taskset on PATH", file=sys.stderr)
+        return 2
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    # Also when started in the background by a shell that ignores SIGINT for its jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    cores = Cores(args.server_core, args.client_core)
+    # This process only launches and polls: keep it off the servers' core.
+    os.sched_setaffinity(0, {cores.client})
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    models = make_models(args.workdir, mlp_threads=args.mlp_threads)
+    work = Workspace(args.workdir, models, cores.server, args.profile)
+    bodies = make_bodies(args.workdir)
+    fraud_body = bodies["fraud"].read_bytes()
+    opts = RunOptions(
+        seconds=args.duration,
+        warmup=args.warmup,
+        cores=cores,
+        retries=RetryBudget(args.retries),
+        max_foreign_pct=args.max_other_load,
+        verbose=args.verbose,
+    )
+    rows: list[Measurement] = []
+    startups: dict[str, Startup] = {}
+    started = time.monotonic()
+    try:
+        if args.only != "throughput":
+            print("start-up", flush=True)
+            startups["scorefn"] = measure_startup(
+                partial(work.host, "startup-scorefn", models="fraud:1", batching=True),
+                fraud_body,
+                "scorefn",
+                args.startup_runs,
+            )
+            startups["floor"] = measure_startup(
+                partial(work.floor, "startup-floor", models="fraud:1", handler="inline"),
+                fraud_body,
+                "floor",
+                args.startup_runs,
+            )
+        if args.only != "startup":
+            print("throughput", flush=True)
+            for label, make in _servers(work, handlers):
+                with running(make()) as server:
+                    rows += bench_server(server, label, bodies, concurrency=concurrency, opts=opts)
+    except (KeyboardInterrupt, _Terminated):
+        print("\ninterrupted: every server stopped", file=sys.stderr, flush=True)
+        return 130
+    checks = targets(rows, startups)
+    print_report(rows, startups, checks, max_other_load=args.max_other_load)
+    print(
+        f"\n(total {time.monotonic() - started:.0f} s, {opts.retries.used} measurements "
+        f"repeated; logs in {args.workdir / 'logs'})"
+    )
+    if args.json is not None:
+        config = {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k not in ("json", "verbose")
+        }
+        document = {
+            "config": {**config, "retries_used": opts.retries.used},
+            "environment": environment(),
+            "measurements": [asdict(m) for m in rows],
+            "startup": {k: {**asdict(s), "median_s": s.median_s} for k, s in startups.items()},
+            "targets": checks,
+        }
+        args.json.write_text(json.dumps(document, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
