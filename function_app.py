@@ -14,9 +14,11 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 _role = AppSettings().app_role
 if _role in ("scoring", "all"):
+    from functions.score_batch import bp as score_batch_bp
     from functions.score_online import bp as score_online_bp
 
     app.register_functions(score_online_bp)
+    app.register_functions(score_batch_bp)
 if _role in ("router", "all"):
     from functions.router import bp as router_bp
     from functions.router import openapi_bp as router_openapi_bp

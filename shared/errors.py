@@ -46,6 +46,7 @@ __all__ = [
     "NotFoundError",
     "AuthenticationError",
     "PermissionDeniedError",
+    "BatchInputError",
     "OverloadedError",
     "NotReadyError",
     "DeadlineExceededError",
@@ -140,6 +141,13 @@ class AuthenticationError(RequestError):
 class PermissionDeniedError(RequestError):
     """The caller is authenticated but lacks the role the operation needs; the message
     names the role required and what the caller has."""
+
+
+class BatchInputError(RequestError):
+    """A batch input file, or one chunk of it, cannot be scored as a whole (unknown
+    extension, empty file, header only, corrupt Parquet, columns that do not match the
+    model's inputs, a blob changed during its job). Bad *rows* are not errors: they go to
+    the job's ``errors.jsonl``. The message names the file, what came and what is allowed."""
 
 
 class OverloadedError(ScorefnError):

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["AppSettings", "RouterSettings", "ScoringSettings"]
+__all__ = ["AppSettings", "BatchSettings", "RouterSettings", "ScoringSettings"]
 
 
 class AppSettings(BaseSettings):
@@ -109,4 +109,85 @@ class RouterSettings(BaseSettings):
         default=100 * 1024 * 1024,
         ge=1,
         description="largest request body forwarded; larger bodies get 413",
+    )
+
+
+class BatchSettings(BaseSettings):
+    """Settings of batch scoring on a scoring app (prefix ``SCOREFN_BATCH_``).
+
+    A file dropped in ``<input_container>/<endpoint>/...`` becomes a job in
+    ``jobs_table``, fanned out as chunk messages on ``queue`` and committed to
+    ``<output_container>/<endpoint>/<job-id>/``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SCOREFN_BATCH_", extra="ignore")
+
+    storage: str = Field(
+        default="UseDevelopmentStorage=true",
+        validation_alias=AliasChoices("SCOREFN_BATCH_STORAGE", "AzureWebJobsStorage"),
+        description="connection string of the account holding batch blobs, queue and jobs table",
+    )
+    input_container: str = Field(
+        default="batch-input", description="container watched for input files"
+    )
+    output_container: str = Field(
+        default="batch-output", description="container receiving committed job outputs"
+    )
+    staging_container: str = Field(
+        default="batch-staging", description="container of per-chunk parts before commit"
+    )
+    jobs_table: str = Field(default="jobs", description="table holding one entity per job")
+    queue: str = Field(
+        default="batch-chunks",
+        description=(
+            "queue of chunk messages; its poison queue is '<queue>-poison'. Give each "
+            "deployment that plans batch jobs its own queue"
+        ),
+    )
+    endpoints: str = Field(
+        default="",
+        description="comma-separated endpoints this app plans batch jobs for; empty = all",
+    )
+    chunk_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="target bytes of one CSV / JSONL chunk (cut at the next line end)",
+    )
+    chunk_rows: int = Field(
+        default=200_000,
+        ge=1,
+        description="target rows of one Parquet chunk (whole row groups, at least one)",
+    )
+    max_chunks: int = Field(
+        default=20_000,
+        ge=1,
+        le=100_000,
+        description="most chunks per job; larger files get proportionally larger chunks",
+    )
+    id_columns: str = Field(
+        default="",
+        description=(
+            "comma-separated input columns copied to predictions; empty = every column "
+            "that the model does not use"
+        ),
+    )
+    error_threshold: float = Field(
+        default=0.1,
+        ge=-1,
+        le=1,
+        description=(
+            "largest share of failed rows (0..1) for a job to succeed; -1 = never fail a "
+            "job for bad rows"
+        ),
+    )
+    max_dequeue_count: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "host.json extensions.queues.maxDequeueCount: on this attempt a failing chunk "
+            "is recorded failed before the host moves its message to the poison queue"
+        ),
+    )
+    model_wait_s: float = Field(
+        default=300.0, gt=0, description="how long a worker waits for the models to load"
     )

@@ -17,6 +17,7 @@ from typing import Final
 from shared.auth.bearer import www_authenticate
 from shared.errors import (
     AuthenticationError,
+    BatchInputError,
     DeadlineExceededError,
     DecodeError,
     ExecutionError,
@@ -50,6 +51,7 @@ STATUS: Final[dict[type[ScorefnError], int]] = {
     NotFoundError: 404,
     AuthenticationError: 401,
     PermissionDeniedError: 403,
+    BatchInputError: 400,
     RequestError: 400,
     OverloadedError: 429,
     NotReadyError: 503,

@@ -1,0 +1,47 @@
+"""Batch triggers of a scoring app. Each function is one call into ``BatchService``.
+
+- ``batch_plan``: an Event Grid-source blob trigger on ``batch-input/{endpoint}/{name}``
+  (the local host scans the container instead) plans the job and fans out chunks.
+- ``batch_chunk``: a queue trigger on the chunk queue scores one chunk.
+- ``batch_poison``: a queue trigger on ``<queue>-poison`` records a chunk whose message
+  the host dead-lettered, so its job still ends.
+
+The models are the online scoring blueprint's data plane: one set of sessions per process.
+"""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from functions.score_online.blueprint import handlers
+from shared.batch.service import BatchService
+from shared.settings import BatchSettings, ScoringSettings
+
+__all__ = ["bp", "service"]
+
+_settings = BatchSettings()
+service = BatchService(_settings, handlers.plane, deployment=ScoringSettings().deployment)
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+
+@bp.blob_trigger(
+    arg_name="blob",
+    path=f"{_settings.input_container}/{{endpoint}}/{{name}}",
+    connection="AzureWebJobsStorage",
+    source=func.BlobSource.EVENT_GRID,
+)
+def batch_plan(blob: func.InputStream) -> None:
+    service.plan((blob.name or "").partition("/")[2])  # name is "container/blob"
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=_settings.queue, connection="AzureWebJobsStorage")
+def batch_chunk(msg: func.QueueMessage) -> None:
+    service.process(msg.get_body(), msg.dequeue_count or 1)
+
+
+@bp.queue_trigger(
+    arg_name="msg", queue_name=f"{_settings.queue}-poison", connection="AzureWebJobsStorage"
+)
+def batch_poison(msg: func.QueueMessage) -> None:
+    service.record_poison(msg.get_body())

@@ -1,0 +1,253 @@
+"""The jobs table: one entity per job (PartitionKey endpoint, RowKey job id).
+
+A job's chunks are tracked as two bitmaps (hex text): ``done`` and ``failed``. Marking a
+chunk is an ETag-guarded read-modify-write, so two workers finishing chunks at once
+never lose each other's bit, and a chunk marked twice (a redelivered message) counts
+once. States: ``planning`` -> ``running`` -> ``committing`` -> ``succeeded`` | ``failed``
+(or ``failed`` straight from planning when the file cannot be scored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, UpdateMode
+
+__all__ = [
+    "JobRecord",
+    "JobLedger",
+    "TERMINAL",
+    "bit_set",
+    "bit_add",
+    "bit_count",
+]
+
+TERMINAL = frozenset({"succeeded", "failed"})
+"""States a job never leaves."""
+
+_MAX_REASON = 300
+
+
+def bit_add(bits: str, index: int) -> str:
+    """Hex bitmap ``bits`` with bit ``index`` set."""
+    return format(int(bits or "0", 16) | (1 << index), "x")
+
+
+def bit_set(bits: str, index: int) -> bool:
+    """Whether bit ``index`` of hex bitmap ``bits`` is set."""
+    return bool(int(bits or "0", 16) >> index & 1)
+
+
+def bit_count(bits: str) -> int:
+    """How many bits of hex bitmap ``bits`` are set."""
+    return int(bits or "0", 16).bit_count()
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job, as stored."""
+
+    endpoint: str
+    job: str
+    state: str
+    blob: str
+    """Input blob name in the input container."""
+    etag: str
+    url: str
+    size: int = 0
+    format: str = ""
+    model: str = ""
+    version: str = ""
+    deployment: str = ""
+    id_columns: tuple[str, ...] = ()
+    header_end: int = 0
+    chunks: int = 0
+    done: str = ""
+    failed: str = ""
+    failures: dict[int, tuple[str, int, int]] = field(default_factory=dict)
+    """Failed chunk -> (reason, start, end) of its range (bytes or row groups)."""
+    created: float = 0.0
+    planned: float = 0.0
+    finished: float = 0.0
+    reason: str = ""
+    etag_entity: str = ""
+    """The entity's ETag when read (for guarded updates)."""
+
+    @property
+    def complete(self) -> bool:
+        """Every chunk is done or failed."""
+        both = int(self.done or "0", 16) | int(self.failed or "0", 16)
+        return self.chunks > 0 and both == (1 << self.chunks) - 1
+
+    def chunk_ended(self, chunk: int) -> bool:
+        """Whether ``chunk`` is already recorded done or failed."""
+        return bit_set(self.done, chunk) or bit_set(self.failed, chunk)
+
+    def to_entity(self) -> dict[str, Any]:
+        """The table entity."""
+        return {
+            "PartitionKey": self.endpoint,
+            "RowKey": self.job,
+            "state": self.state,
+            "blob": self.blob,
+            "etag": self.etag,
+            "url": self.url,
+            "size": self.size,
+            "format": self.format,
+            "model": self.model,
+            "version": self.version,
+            "deployment": self.deployment,
+            "id_columns": orjson.dumps(list(self.id_columns)).decode(),
+            "header_end": self.header_end,
+            "chunks": self.chunks,
+            "done": self.done,
+            "failed": self.failed,
+            "failures": orjson.dumps({str(k): v for k, v in self.failures.items()}).decode(),
+            "created": self.created,
+            "planned": self.planned,
+            "finished": self.finished,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_entity(cls, entity: Any) -> JobRecord:
+        """Read an entity back."""
+        e = dict(entity)
+        return cls(
+            endpoint=e["PartitionKey"],
+            job=e["RowKey"],
+            state=e["state"],
+            blob=e["blob"],
+            etag=e["etag"],
+            url=e["url"],
+            size=int(e.get("size", 0)),
+            format=e.get("format", ""),
+            model=e.get("model", ""),
+            version=e.get("version", ""),
+            deployment=e.get("deployment", ""),
+            id_columns=tuple(orjson.loads(e.get("id_columns") or "[]")),
+            header_end=int(e.get("header_end", 0)),
+            chunks=int(e.get("chunks", 0)),
+            done=e.get("done", ""),
+            failed=e.get("failed", ""),
+            failures={
+                int(k): (str(v[0]), int(v[1]), int(v[2]))
+                for k, v in orjson.loads(e.get("failures") or "{}").items()
+            },
+            created=float(e.get("created", 0.0)),
+            planned=float(e.get("planned", 0.0)),
+            finished=float(e.get("finished", 0.0)),
+            reason=e.get("reason", ""),
+            etag_entity=str(entity.metadata.get("etag", "")),
+        )
+
+
+class JobLedger:
+    """Reads and guarded updates of job entities."""
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+        self._ready = False
+
+    def _ensure(self) -> None:
+        if not self._ready:
+            with contextlib.suppress(ResourceExistsError):
+                self._table.create_table()
+            self._ready = True
+
+    def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        """Insert ``record``; when the job exists already, return the stored one and False."""
+        self._ensure()
+        try:
+            self._table.create_entity(record.to_entity())
+        except ResourceExistsError:
+            stored = self.get(record.endpoint, record.job)
+            if stored is not None:
+                return stored, False
+            return self.create(record)  # deleted in between: try again
+        stored = self.get(record.endpoint, record.job)
+        assert stored is not None
+        return stored, True
+
+    def get(self, endpoint: str, job: str) -> JobRecord | None:
+        """The job, or None."""
+        self._ensure()
+        try:
+            return JobRecord.from_entity(self._table.get_entity(endpoint, job))
+        except ResourceNotFoundError:
+            return None
+
+    def update(
+        self, endpoint: str, job: str, change: Callable[[JobRecord], JobRecord | None]
+    ) -> tuple[JobRecord, bool]:
+        """Apply ``change`` to the stored job with an ETag guard, re-reading and retrying
+        when another writer got there first. ``change`` returns None for "nothing to do".
+        Returns the job as stored afterwards and whether this call changed it."""
+        while True:
+            current = self.get(endpoint, job)
+            if current is None:
+                raise LookupError(f"job {job} of endpoint {endpoint} does not exist")
+            new = change(current)
+            if new is None:
+                return current, False
+            try:
+                metadata = self._table.update_entity(
+                    new.to_entity(),
+                    mode=UpdateMode.REPLACE,
+                    etag=current.etag_entity,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceModifiedError:
+                time.sleep(0.01)
+                continue
+            return dataclasses.replace(new, etag_entity=str(metadata.get("etag", ""))), True
+
+    def mark_chunk(
+        self,
+        endpoint: str,
+        job: str,
+        chunk: int,
+        *,
+        failure: str | None = None,
+        span: tuple[int, int] = (0, 0),
+    ) -> tuple[JobRecord, bool]:
+        """Record ``chunk`` done (or failed with ``failure``; ``span`` is its range), once.
+        Reasons of the first 100 failed chunks are kept (the entity's size is bounded)."""
+
+        def change(current: JobRecord) -> JobRecord | None:
+            if current.chunk_ended(chunk) or current.state in TERMINAL:
+                return None
+            if failure is None:
+                return dataclasses.replace(current, done=bit_add(current.done, chunk))
+            failures = dict(current.failures)
+            if len(failures) < 100:
+                failures[chunk] = (failure[:_MAX_REASON], span[0], span[1])
+            return dataclasses.replace(
+                current, failed=bit_add(current.failed, chunk), failures=failures
+            )
+
+        return self.update(endpoint, job, change)
+
+    def transition(
+        self, endpoint: str, job: str, frm: frozenset[str], to: str, **fields: Any
+    ) -> tuple[JobRecord, bool]:
+        """Move the job from one of ``frm`` to ``to`` (setting ``fields``), once."""
+
+        def change(current: JobRecord) -> JobRecord | None:
+            if current.state not in frm:
+                return None
+            return dataclasses.replace(current, state=to, **fields)
+
+        return self.update(endpoint, job, change)
