@@ -8,6 +8,7 @@
     scorefn keys regenerate fraud primary            prints the new key once
     scorefn token --endpoint fraud [--role R]        a dev token (local mode)
     scorefn invoke --endpoint fraud --data '{...}'   score through the router
+    scorefn deploy -g RG --endpoint endpoints/fraud.yaml [--dry-run]   Azure rollout
 
 Commands that touch storage take ``--storage`` (a connection string; default: the
 router's setting, ``AzureWebJobsStorage``, else Azurite's ``UseDevelopmentStorage=true``).
@@ -220,6 +221,10 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("--deployment", help="pin a deployment")
     invoke.add_argument("--key", help="endpoint key instead of a dev token")
     invoke.set_defaults(func=_invoke)
+
+    from shared.deploy.cli import add_deploy_parser
+
+    add_deploy_parser(sub)
     return parser
 
 
