@@ -6,8 +6,9 @@ For ``fraud`` (v2: model.onnx then risk.onnx, all ONNX) and the benchmark MLP
 - pipeline: ``Model.predict`` single-row calls/s (validation + steps);
 - batcher: rows/s with 64 concurrent single-row callers through the dynamic batcher;
 - raw batch-64: ``session.run`` on 64-row batches, rows/s;
-and the ratios the foundation issue sets targets for. The four figures of a model are
-measured in one process in short interleaved slices (order alternating), so load from
+and the ratios the foundation issue sets targets for. "raw" calls ``session.run`` on the
+same ``InferenceSession`` objects the pipeline uses (same graphs, same options). The four
+figures of a model are measured in one process in short interleaved slices (order alternating), so load from
 neighbours on a shared machine hits the baseline and scorefn alike.
 
 Usage: .venv/bin/python bench/pipeline.py [--seconds 8] [--slices 40] [--json out.json]
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 import time
@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -37,6 +36,7 @@ import build_models  # noqa: E402
 from shared.pipeline.batcher import Batcher  # noqa: E402
 from shared.pipeline.model import Model  # noqa: E402
 from shared.pipeline.package import load_package  # noqa: E402
+from shared.pipeline.steps import OnnxStep  # noqa: E402
 
 
 def _count(fn: Callable[[], object], seconds: float) -> tuple[int, float]:
@@ -110,14 +110,11 @@ def bench_model(
     slices: int,
 ) -> dict[str, float]:
     model = Model.load(load_package(folder))
-    sessions = [
-        (
-            ort.InferenceSession(str(p), sess_options=_opts(model), providers=model.providers),
-            outs,
-            feed,
-        )
-        for p, outs, feed in graphs
-    ]
+    # "raw" is plain session.run on the very sessions the pipeline holds: two sessions of
+    # one graph would each keep intra-op threads spinning after their turn, and on two
+    # cores that charges whichever runs next, whatever the code around it.
+    by_file = {step.path.name: step.session for step in model.steps if isinstance(step, OnnxStep)}
+    sessions = [(by_file[p.name], outs, feed) for p, outs, feed in graphs]
 
     def raw(x: np.ndarray) -> None:
         tensors: dict[str, np.ndarray] = {"x": x}
@@ -135,13 +132,6 @@ def bench_model(
     for k, v in figures.items():
         print(f"  {k:28s} {v:12.3f}")
     return figures
-
-
-def _opts(model: Model) -> ort.SessionOptions:
-    """The package's thread count, as scorefn sets it (0 = the cores this process may use)."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = model.spec.session.intra_op_threads or len(os.sched_getaffinity(0))
-    return so
 
 
 def main(argv: list[str] | None = None) -> int:

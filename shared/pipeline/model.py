@@ -157,7 +157,8 @@ class Model:
         """Run every step on validated inputs; return the declared outputs."""
         if self._single and self._single_run is not None:
             try:
-                values = self._single_run(self._output_names, dict(inputs))
+                feed = inputs if type(inputs) is dict else dict(inputs)
+                values = self._single_run(self._output_names, feed)
             except Exception as exc:
                 raise ExecutionError(f"model {self.key} failed: {exc}") from exc
             return dict(zip(self._output_names, values, strict=True))

@@ -30,6 +30,18 @@ def shape_text(shape: tuple[int, ...] | list[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def _all_finite(arr: np.ndarray) -> bool:
+    """True when no element is NaN or infinite.
+
+    NaN and +-inf propagate into a sum, so for FP16/FP32 a float64 sum (which cannot
+    overflow for them) decides with one reduction and no temporary array; FP64 sums could
+    overflow, so those take the element-wise check.
+    """
+    if arr.dtype.itemsize < 8:
+        return bool(np.isfinite(arr.sum(dtype=np.float64)))
+    return bool(np.isfinite(arr).all())
+
+
 def _check_one(arr: np.ndarray, t: TensorSpec, spec: PackageSpec, model: str) -> np.ndarray:
     got = from_numpy(arr.dtype)
     if got != t.datatype:
@@ -54,7 +66,7 @@ def _check_one(arr: np.ndarray, t: TensorSpec, spec: PackageSpec, model: str) ->
     if (
         not spec.input_policy.allow_non_finite
         and arr.dtype.kind == "f"
-        and not np.isfinite(arr).all()
+        and not _all_finite(arr)
     ):
         bad = int(np.argwhere(~np.isfinite(arr))[0][0])
         raise NonFiniteError(

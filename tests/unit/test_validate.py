@@ -130,3 +130,17 @@ def test_non_finite_allowed_by_policy() -> None:
     )
     x = np.full((2, 3), np.nan, np.float32)
     assert np.isnan(validate_inputs({**_ok(), "x": x}, lax)["x"]).all()
+
+
+def test_huge_finite_values_are_not_mistaken_for_infinity() -> None:
+    x = np.full((2, 3), 3e38, np.float32)  # the float32 sum overflows; the values are finite
+    assert validate_inputs({**_ok(), "x": x}, SPEC)["x"] is x
+
+
+def test_non_finite_fp64_found_after_cast() -> None:
+    x = np.zeros((2, 3), np.float64)
+    x[1, 0] = np.inf  # cast to FP32 stays inf
+    err = _refused({**_ok(), "x": x})
+    assert str(err) == (
+        "input 'x' holds NaN or infinity (first at row 1); model m:1 accepts finite values only"
+    )
