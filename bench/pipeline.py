@@ -8,8 +8,8 @@ For ``fraud`` (v2: model.onnx then risk.onnx, all ONNX) and the benchmark MLP
 - raw batch-64: ``session.run`` on 64-row batches, rows/s;
 and the ratios the foundation issue sets targets for. "raw" calls ``session.run`` on the
 same ``InferenceSession`` objects the pipeline uses (same graphs, same options). The four
-figures of a model are measured in one process in short interleaved slices (order alternating), so load from
-neighbours on a shared machine hits the baseline and scorefn alike.
+figures of a model are measured in one process in short interleaved slices (order
+alternating), so load from neighbours on a shared machine hits the baseline and scorefn alike.
 
 Usage: .venv/bin/python bench/pipeline.py [--seconds 8] [--slices 40] [--json out.json]
 """
