@@ -33,8 +33,9 @@ Start-up: from process launch to the first 200 of ``POST /api/v2/models/fraud/in
 Targets, with pass/fail: (a) MLP at c=64, batching on >= 2x batching off; (b) fraud at
 c=8, scorefn (batching on, the default) >= 1.0x floor; (c) fraud start-up <= 2 s.
 
-Nothing but 127.0.0.1 is contacted. The host needs no storage connection string: the
-scoring app has no queue or blob trigger, so no Azurite is started. Every server is
+Nothing but 127.0.0.1 is contacted. The scoring app also carries the batch triggers
+(blob and queue), so an Azurite is started for the run on the client core (the triggers
+poll it at most every second or two; no batch work happens during the run). Every server is
 stopped at the end, on error and on Ctrl-C / SIGTERM, and its port checked to be free.
 The working folder (``--workdir``, default ``.run/bench-http``) keeps the models copy,
 the request bodies and each server's log.
@@ -87,6 +88,7 @@ import build_models  # type: ignore[import-not-found]  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from shared.localhost.azurite import AzuriteProcess  # noqa: E402
 from shared.localhost.ports import free_ports, port_open  # noqa: E402
 from shared.localhost.runner import HostProcess, wait_for_http  # noqa: E402
 
@@ -197,6 +199,7 @@ class Workspace:
     workdir: Path
     models: Path
     server_core: int
+    storage: str
     profile: bool = False
 
     def log(self, label: str) -> Path:
@@ -217,7 +220,9 @@ class Workspace:
             cwd=ROOT,
             log_path=self.log(label),
             python=str(pinned_python(self.workdir, self.server_core, profile)),
+            storage=self.storage,
             env={
+                "AzureWebJobsStorage": self.storage,
                 "APP_ROLE": "scoring",
                 "SCOREFN_MODELS": models,
                 "SCOREFN_MODELS_DIR": str(self.models),
@@ -795,7 +800,9 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, {cores.client})
     args.workdir.mkdir(parents=True, exist_ok=True)
     models = make_models(args.workdir, mlp_threads=args.mlp_threads)
-    work = Workspace(args.workdir, models, cores.server, args.profile)
+    (args.workdir / "azurite").mkdir(exist_ok=True)
+    storage = AzuriteProcess(args.workdir / "azurite").start()  # inherits the client core
+    work = Workspace(args.workdir, models, cores.server, storage.connection_string, args.profile)
     bodies = make_bodies(args.workdir)
     fraud_body = bodies["fraud"].read_bytes()
     opts = RunOptions(
@@ -832,6 +839,8 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, _Terminated):
         print("\ninterrupted: every server stopped", file=sys.stderr, flush=True)
         return 130
+    finally:
+        storage.stop()
     checks = targets(rows, startups)
     print_report(rows, startups, checks, max_other_load=args.max_other_load)
     print(
