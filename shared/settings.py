@@ -55,6 +55,13 @@ class ScoringSettings(BaseSettings):
     batching: bool = Field(
         default=True, description="dynamic batching on/off (off: each request runs alone)"
     )
+    require_cuda: bool = Field(
+        default=False,
+        description=(
+            "fail start-up unless onnxruntime can really run on CUDA here (GPU deployments: "
+            "a replica without a working GPU must not serve slowly on CPU)"
+        ),
+    )
 
 
 class RouterSettings(BaseSettings):

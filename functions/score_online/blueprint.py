@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.serving.dataplane import DataPlane
+from shared.serving.dataplane import DataPlane, check_cuda
 from shared.serving.handlers import ScoringHandlers
 from shared.settings import ScoringSettings
 
 __all__ = ["bp", "handlers"]
 
 _settings = ScoringSettings()
+check_cuda(_settings.require_cuda)
 _plane = DataPlane(_settings.models_dir, _settings.models, batching=_settings.batching)
 _plane.start_loading()
 handlers = ScoringHandlers(_plane, _settings)

@@ -24,11 +24,26 @@ from shared.errors import NotFoundError, NotReadyError, PackageError
 from shared.pipeline.batcher import Batcher
 from shared.pipeline.model import Model
 from shared.pipeline.package import discover_packages, sort_versions
+from shared.pipeline.session import available_providers, cuda_usable
 from shared.pipeline.spec import PackageSpec
 
-__all__ = ["DataPlane", "ModelState", "ModelEntry", "parse_model_list"]
+__all__ = ["DataPlane", "ModelEntry", "ModelState", "check_cuda", "parse_model_list"]
 
 log = logging.getLogger(__name__)
+
+
+def check_cuda(required: bool) -> None:
+    """Raise ``RuntimeError`` when CUDA is required but onnxruntime cannot use it here.
+
+    Called at start-up of a GPU deployment (``SCOREFN_REQUIRE_CUDA``): an import-time
+    failure stops the Functions host loudly instead of serving on CPU.
+    """
+    if required and not cuda_usable():
+        raise RuntimeError(
+            "SCOREFN_REQUIRE_CUDA is set but onnxruntime cannot create a CUDA session on "
+            f"this machine (available providers: {', '.join(available_providers())}); "
+            "check the GPU, the driver and the CUDA/cuDNN libraries of the image"
+        )
 
 
 class ModelState(enum.Enum):

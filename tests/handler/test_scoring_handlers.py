@@ -129,3 +129,19 @@ async def test_selection_of_unknown_model_fails_discovery(make_package: PackageF
         plane.discovery_error
         == f"{folder.parent.parent}: ghost: model not found in the models folder"
     )
+
+
+def test_require_cuda_fails_loudly_without_a_gpu() -> None:
+    from shared.pipeline.session import cuda_usable
+    from shared.serving.dataplane import check_cuda
+
+    check_cuda(False)  # not required: nothing to check
+    if cuda_usable():
+        check_cuda(True)
+        return
+    with pytest.raises(RuntimeError) as err:
+        check_cuda(True)
+    assert str(err.value).startswith(
+        "SCOREFN_REQUIRE_CUDA is set but onnxruntime cannot create a CUDA session on this "
+        "machine (available providers: "
+    )

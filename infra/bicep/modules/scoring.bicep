@@ -233,6 +233,11 @@ resource apps 'Microsoft.App/containerApps@2025-02-02-preview' = [for d in deplo
               value: string(d.batching)
             }
             {
+              // GPU deployments refuse to start without a working CUDA provider.
+              name: 'SCOREFN_REQUIRE_CUDA'
+              value: string(d.compute != 'cpu')
+            }
+            {
               name: 'SCOREFN_BATCH_INPUT_CONTAINER'
               value: batchSettings.input_container
             }
