@@ -549,7 +549,13 @@ class Batcher:
         loop = self._loop
         assert loop is not None
         try:
-            outcome = await loop.run_in_executor(self._executor, self._execute, batch)
+            if isinstance(self._executor, InlineExecutor):
+                # run_on_loop: the run happens here either way, and run_in_executor would
+                # add a future chained through call_soon_threadsafe (a self-pipe write and
+                # an extra loop iteration) per batch, which costs more than a tiny model.
+                outcome = self._execute(batch)
+            else:
+                outcome = await loop.run_in_executor(self._executor, self._execute, batch)
         except BaseException as exc:
             # The worker itself failed (executor shut down) or the loop was cancelled
             # while the batch ran: its callers must not hang.

@@ -187,18 +187,19 @@ def utf8_strings(arr: np.ndarray, *, tensor: str, errors: str = "strict") -> np.
     ``DecodeError`` naming the tensor; ``"replace"`` substitutes U+FFFD instead.
     """
     flat = np.asarray(arr, dtype=object).reshape(-1)
+    text = np.empty(flat.size, dtype=object)
+    text[:] = _utf8_list(flat.tolist(), tensor=tensor, errors=errors)
+    return text.reshape(np.shape(arr))
+
+
+def _utf8_list(values: list[Any], *, tensor: str, errors: str) -> list[str]:
     try:
-        text = np.fromiter(
-            (v.decode("utf-8", errors) if isinstance(v, bytes) else str(v) for v in flat),
-            dtype=object,
-            count=flat.size,
-        )
+        return [v.decode("utf-8", errors) if isinstance(v, bytes) else str(v) for v in values]
     except UnicodeDecodeError as exc:
         raise DecodeError(
             f"{tensor} holds bytes that are not valid UTF-8, which JSON cannot carry; "
             "ask for it as binary data (parameters.binary_data: true)"
         ) from exc
-    return text.reshape(np.shape(arr))
 
 
 def array_to_json(arr: np.ndarray, *, tensor: str, flat: bool, errors: str = "strict") -> Any:
@@ -208,10 +209,17 @@ def array_to_json(arr: np.ndarray, *, tensor: str, flat: bool, errors: str = "st
     out as JSON ``null`` (JSON has no NaN). ``errors`` is as for ``utf8_strings``.
     """
     if arr.dtype.kind in "OUS":
-        text = utf8_strings(arr, tensor=tensor, errors=errors)
-        return text.reshape(-1).tolist() if flat else text.tolist()
+        if flat:
+            # The common case (v2 responses): build the list directly, without the
+            # intermediate object array of utf8_strings.
+            values = np.asarray(arr, dtype=object).reshape(-1).tolist()
+            return _utf8_list(values, tensor=tensor, errors=errors)
+        return utf8_strings(arr, tensor=tensor, errors=errors).tolist()
     if arr.ndim == 0 and not flat:
         return arr.item()
     out = arr.reshape(-1) if flat else arr
-    # orjson takes native-endian, C-contiguous arrays only.
+    # orjson takes native-endian, C-contiguous arrays only. Model outputs almost always
+    # are both already: skip building a new dtype and calling numpy for them.
+    if out.dtype.isnative and out.flags.c_contiguous:
+        return out
     return np.ascontiguousarray(out, dtype=out.dtype.newbyteorder("="))

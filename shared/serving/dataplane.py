@@ -201,7 +201,10 @@ class DataPlane:
 
     def model(self, name: str, version: str | None = None) -> Model:
         """The loaded model, or ``NotReadyError`` (loading or failed)."""
-        e = self.entry(name, version)
+        return self._loaded(self.entry(name, version))
+
+    @staticmethod
+    def _loaded(e: ModelEntry) -> Model:
         if e.state is ModelState.LOADING or e.model is None:
             if e.state is ModelState.FAILED:
                 raise NotReadyError(
@@ -224,13 +227,16 @@ class DataPlane:
         timeout: float | None = None,
     ) -> tuple[Model, dict[str, np.ndarray]]:
         """Validate, queue into the model's batcher, return ``(model, outputs)``."""
-        model = self.model(name, version)
+        entry = self.entry(name, version)
+        model = self._loaded(entry)
         valid = model.validate(inputs)
-        batcher = await self._batcher(self.entry(name, version), model)
-        return model, await batcher.infer(valid, timeout=timeout)
-
-    async def _batcher(self, entry: ModelEntry, model: Model) -> Batcher:
         # One batcher per event loop: tests and hosts may run several loops in one process.
+        b = entry.batchers.get(id(asyncio.get_running_loop()))
+        if b is None:
+            b = await self._start_batcher(entry, model)
+        return model, await b.infer(valid, timeout=timeout)
+
+    async def _start_batcher(self, entry: ModelEntry, model: Model) -> Batcher:
         loop_id = id(asyncio.get_running_loop())
         b = entry.batchers.get(loop_id)
         if b is None:
