@@ -26,24 +26,40 @@ thread per core and pins each to its core, ignoring the ``taskset`` mask (a thre
 run on wrk's core). ``--mlp-threads`` (default 1) sets it in the benchmark's copy of the
 package, for the host and the floor alike; ``--mlp-threads 0`` keeps the package as built.
 
+Router path (``--only router``): one scorefn host serving fraud 1 (batching on) as the
+single deployment, at 100 % traffic, of an endpoint spec written to Azurite's endpoints
+table (``shared.stack.apply_endpoint``); the dev token issuer and the router in local mode
+(``shared.stack.start_dev_issuer`` / ``router_host``). 100 % traffic rather than an
+``x-deployment`` pin: the measured path is the one an ordinary caller takes (traffic
+choice included), and with one deployment both reach the same process. Fraud single-row
+requests at c=1 and c=8, alternately direct to the deployment (``direct``) and through
+``/api/endpoints/bench/v2/...`` with a dev-issuer bearer token (audience
+``api://scorefn-bench``, role ``Endpoint.Invoke``) sent by the wrk script (``router``).
+Every server process of this part (host, router, issuer, and Azurite, re-pinned for it)
+runs on the server core; the server CPU of these rows is theirs together.
+
 Start-up: from process launch to the first 200 of ``POST /api/v2/models/fraud/infer``
 (polled every 10 ms) for a host serving only fraud, and for the floor serving only fraud;
 ``--startup-runs`` launches each, the median is reported.
 
 Targets, with pass/fail: (a) MLP at c=64, batching on >= 2x batching off; (b) fraud at
-c=8, scorefn (batching on, the default) >= 1.0x floor; (c) fraud start-up <= 2 s.
+c=8, scorefn (batching on, the default) >= 1.0x floor; (c) fraud start-up <= 2 s;
+(d) fraud at c=1, router p50 at most 1.0 ms above direct; (e) fraud at c=8, router req/s
+>= 0.4x direct.
 
 Nothing but 127.0.0.1 is contacted. The scoring app also carries the batch triggers
-(blob and queue), so an Azurite is started for the run on the client core (the triggers
+(blob and queue), so an Azurite is started for the run on the client core (the router
+part moves it to the server core while it runs) (the triggers
 poll it at most every second or two; no batch work happens during the run). Every server is
 stopped at the end, on error and on Ctrl-C / SIGTERM, and its port checked to be free.
 The working folder (``--workdir``, default ``.run/bench-http``) keeps the models copy,
 the request bodies and each server's log.
 
-Profiling: ``--profile`` runs every scorefn host under ``python -m cProfile`` and writes
-``<workdir>/profiles/<server>.prof`` when it stops (the event-loop thread only: HTTP,
-handlers, codecs, the batcher's gather loop; the ORT run happens on the batcher's worker
-thread). Read one with ``python -m pstats``. The figures of a profiled run are slower.
+Profiling: ``--profile`` runs every scorefn host and the router under
+``python -m cProfile`` and writes ``<workdir>/profiles/<server>.prof`` when it stops
+(the event-loop thread only: HTTP, handlers, codecs, the batcher's gather loop; the ORT
+run happens on the batcher's worker thread). Read one with ``python -m pstats``. The
+figures of a profiled run are slower.
 
 Usage::
 
@@ -88,9 +104,17 @@ import build_models  # type: ignore[import-not-found]  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from shared.auth.dev_issuer import DEV_TENANT, DevIssuer  # noqa: E402
 from shared.localhost.azurite import AzuriteProcess  # noqa: E402
 from shared.localhost.ports import free_ports, port_open  # noqa: E402
 from shared.localhost.runner import HostProcess, wait_for_http  # noqa: E402
+from shared.routing.endpoint import AuthSpec, DeploymentSpec, EndpointSpec  # noqa: E402
+from shared.stack import (  # noqa: E402
+    apply_endpoint,
+    router_host,
+    start_dev_issuer,
+    stop_dev_issuer,
+)
 
 WRK_SCRIPT = ROOT / "bench" / "wrk" / "post_json.lua"
 FLOOR_APP = ROOT / "bench" / "floor_app.py"
@@ -100,6 +124,12 @@ MODELS = ("fraud", "mlp")
 TARGET_BATCHING = 2.0
 TARGET_FLOOR = 1.0
 TARGET_STARTUP_S = 2.0
+TARGET_ROUTER_P50_MS = 1.0
+TARGET_ROUTER_RPS = 0.4
+ROUTER_ENDPOINT = "bench"
+ROUTER_AUDIENCE = "api://scorefn-bench"
+ROUTER_DEPLOYMENT = "only"
+ROUTER_CONCURRENCY = (1, 8)
 
 
 # ---------------------------------------------------------------------- request bodies
@@ -207,13 +237,17 @@ class Workspace:
         logs.mkdir(parents=True, exist_ok=True)
         return logs / f"{label}.log"
 
+    def profile_path(self, label: str) -> Path | None:
+        """Where a profiled server writes its profile (None: not profiling)."""
+        if not self.profile:
+            return None
+        (self.workdir / "profiles").mkdir(parents=True, exist_ok=True)
+        return self.workdir / "profiles" / f"{label}.prof"
+
     def host(self, label: str, *, models: str, batching: bool) -> HostProcess:
         """A scorefn local host (not started)."""
         (port,) = free_ports(1)
-        profile = None
-        if self.profile:
-            (self.workdir / "profiles").mkdir(parents=True, exist_ok=True)
-            profile = self.workdir / "profiles" / f"{label}.prof"
+        profile = self.profile_path(label)
         return HostProcess(
             "function_app:app",
             port=port,
@@ -397,14 +431,18 @@ def run_wrk(
     connections: int,
     seconds: float,
     core: int,
+    authorization: str | None = None,
 ) -> WrkRun:
-    """Run wrk pinned to ``core``."""
+    """Run wrk pinned to ``core``; ``authorization``: the header sent on every request."""
     command = [
         "taskset", "-c", str(core), "wrk", "-t1", f"-c{connections}",
         f"-d{max(1, round(seconds))}s", "--timeout", "10s", "--latency",
         "-s", str(WRK_SCRIPT), url,
     ]  # fmt: skip
     env = {**os.environ, "WRK_BODY": str(body)}
+    env.pop("WRK_AUTHORIZATION", None)
+    if authorization is not None:
+        env["WRK_AUTHORIZATION"] = authorization
     # wrk is the only child reaped during the run (taskset execs it), so the children's
     # usage grows by exactly wrk's.
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -445,15 +483,40 @@ class RunOptions:
     verbose: bool
 
 
+@dataclass(frozen=True)
+class Target:
+    """What one measurement loads: the inference URL, the processes whose CPU time is the
+    server's (all of them on the server core), and the Authorization header to send."""
+
+    url: str
+    pids: tuple[int | None, ...]
+    authorization: str | None = None
+
+    @classmethod
+    def infer(cls, server: Server, model: str) -> Target:
+        """``model``'s v2 inference on ``server``, no Authorization header."""
+        return cls(server.base_url + INFER_PATH.format(model=model), (server.pid,))
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of every process of the target so far."""
+        return sum(cpu_seconds(pid) for pid in self.pids)
+
+
 def measure_once(
-    server: Server, label: str, model: str, body: Path, connections: int, opts: RunOptions
+    target: Target, label: str, model: str, body: Path, connections: int, opts: RunOptions
 ) -> Measurement:
     """One wrk run, with the server's, wrk's and other processes' CPU use over it."""
-    url = server.base_url + INFER_PATH.format(model=model)
     cores = opts.cores
-    before, cpu0, t0 = core_times(), cpu_seconds(server.pid), time.monotonic()
-    run = run_wrk(url, body, connections=connections, seconds=opts.seconds, core=cores.client)
-    server_cpu = cpu_seconds(server.pid) - cpu0
+    before, cpu0, t0 = core_times(), target.cpu_seconds(), time.monotonic()
+    run = run_wrk(
+        target.url,
+        body,
+        connections=connections,
+        seconds=opts.seconds,
+        core=cores.client,
+        authorization=target.authorization,
+    )
+    server_cpu = target.cpu_seconds() - cpu0
     wall = time.monotonic() - t0
     server_busy, server_total = core_busy(before, cores.server)
     client_busy, client_total = core_busy(before, cores.client)
@@ -489,16 +552,16 @@ def _foreign(busy: float, own: float, total: float) -> float:
 
 
 def measure(
-    server: Server, label: str, model: str, body: Path, connections: int, opts: RunOptions
+    target: Target, label: str, model: str, body: Path, connections: int, opts: RunOptions
 ) -> Measurement:
     """``measure_once``; measured once more when other processes took more than
     ``opts.max_foreign_pct`` of either core and the run's retry budget is not spent.
     Returns the less disturbed run."""
-    best = measure_once(server, label, model, body, connections, opts)
+    best = measure_once(target, label, model, body, connections, opts)
     if best.foreign_pct > opts.max_foreign_pct and opts.retries.take():
         print(f"  ({label} {model} c={connections}: other processes took "
               f"{best.foreign_pct:.0f}% of a core; measuring again)", flush=True)  # fmt: skip
-        again = measure_once(server, label, model, body, connections, opts)
+        again = measure_once(target, label, model, body, connections, opts)
         again.attempts = best.attempts = 2
         if again.foreign_pct < best.foreign_pct:
             best = again
@@ -523,11 +586,118 @@ def bench_server(
     """Warm each model up, then measure it at every concurrency."""
     out = []
     for model in MODELS:
-        if opts.warmup > 0:
-            url = server.base_url + INFER_PATH.format(model=model)
-            run_wrk(url, bodies[model], connections=8, seconds=opts.warmup, core=opts.cores.client)
+        target = Target.infer(server, model)
+        warm_up(target, bodies[model], opts)
         for c in concurrency:
-            out.append(measure(server, label, model, bodies[model], c, opts))
+            out.append(measure(target, label, model, bodies[model], c, opts))
+    return out
+
+
+def warm_up(target: Target, body: Path, opts: RunOptions) -> None:
+    """``opts.warmup`` seconds of wrk at 8 connections (nothing measured)."""
+    if opts.warmup > 0:
+        run_wrk(
+            target.url,
+            body,
+            connections=8,
+            seconds=opts.warmup,
+            core=opts.cores.client,
+            authorization=target.authorization,
+        )
+
+
+# ---------------------------------------------------------------------- router path
+
+
+def router_spec(port: int) -> EndpointSpec:
+    """The benchmark's endpoint: the one deployment on 127.0.0.1:``port`` at 100 % traffic,
+    entra auth trusting the dev issuer's tenant and ``ROUTER_AUDIENCE``, no mirror."""
+    return EndpointSpec(
+        name=ROUTER_ENDPOINT,
+        description="bench/http.py router path",
+        auth=AuthSpec(mode="entra", tenants=(DEV_TENANT,), audiences=(ROUTER_AUDIENCE,)),
+        deployments=(DeploymentSpec(name=ROUTER_DEPLOYMENT, models=("fraud:1",), local_port=port),),
+        traffic={ROUTER_DEPLOYMENT: 100},
+    )
+
+
+@contextlib.contextmanager
+def threads_pinned(pid: int | None, core: int, *, after: int) -> Iterator[None]:
+    """Every thread of process ``pid`` pinned to ``core`` inside the block, to ``after``
+    once it ends (``taskset -a``: Node's worker threads too)."""
+    if pid is None:
+        yield
+        return
+    subprocess.run(
+        ["taskset", "-a", "-p", "-c", str(core), str(pid)], check=True, capture_output=True
+    )
+    try:
+        yield
+    finally:
+        subprocess.run(["taskset", "-a", "-p", "-c", str(after), str(pid)], capture_output=True)
+
+
+def check_ok(target: Target, body: Path) -> None:
+    """One request to ``target``; ``RuntimeError`` with status and body unless 200."""
+    headers = {"content-type": "application/json"}
+    if target.authorization is not None:
+        headers["authorization"] = target.authorization
+    answer = httpx.post(target.url, content=body.read_bytes(), headers=headers, timeout=30)
+    if answer.status_code != 200:
+        raise RuntimeError(f"POST {target.url} answered {answer.status_code}: {answer.text[:500]}")
+
+
+def bench_router(
+    work: Workspace, storage: AzuriteProcess, body: Path, opts: RunOptions
+) -> list[Measurement]:
+    """Fraud single-row requests, direct to one deployment and through the router to it.
+
+    The same run and the same pinning: the deployment's host, the router, the dev issuer
+    and Azurite (re-pinned for this part) on the server core, wrk on the client core. The
+    router checks a real dev-issuer token (role ``Endpoint.Invoke``) on every request and
+    chooses the deployment by traffic (100 %), as an unpinned caller is served.
+    """
+    issuer_port, router_port = free_ports(2)
+    issuer_url = f"http://127.0.0.1:{issuer_port}"
+    python = str(pinned_python(work.workdir, work.server_core))
+    key_file = work.workdir / "dev-issuer" / "signing-key.pem"
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    out: list[Measurement] = []
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(threads_pinned(storage.pid, work.server_core, after=opts.cores.client))
+        issuer = start_dev_issuer(
+            issuer_port, key_file=key_file, log_path=work.log("dev-issuer"), python=python
+        )
+        stack.callback(stop_dev_issuer, issuer)
+        deployment = work.host("router-deployment", models="fraud:1", batching=True)
+        host = stack.enter_context(running(deployment))
+        apply_endpoint(work.storage, router_spec(deployment.port))
+        router = router_host(
+            port=router_port,
+            storage=work.storage,
+            issuer_url=issuer_url,
+            host_id="bench-router",
+            log_path=work.log("router"),
+            python=str(pinned_python(work.workdir, work.server_core, work.profile_path("router"))),
+        )
+        stack.enter_context(running(router, ready=False))
+        token = DevIssuer.from_key_file(key_file, issuer_url).mint_token(
+            ROUTER_AUDIENCE, ("Endpoint.Invoke",), DEV_TENANT
+        )
+        pids = (host.pid, router.pid, issuer.pid, storage.pid)
+        direct = Target(host.base_url + INFER_PATH.format(model="fraud"), pids)
+        routed = Target(
+            f"{router.base_url}/api/endpoints/{ROUTER_ENDPOINT}"
+            + INFER_PATH.format(model="fraud").removeprefix("/api"),
+            pids,
+            f"Bearer {token}",
+        )
+        for target in (direct, routed):
+            check_ok(target, body)
+            warm_up(target, body, opts)
+        for c in ROUTER_CONCURRENCY:
+            out.append(measure(direct, "direct", "fraud", body, c, opts))
+            out.append(measure(routed, "router", "fraud", body, c, opts))
     return out
 
 
@@ -635,7 +805,22 @@ def targets(rows: list[Measurement], startups: dict[str, Startup]) -> list[dict[
         TARGET_STARTUP_S,
         at_most=True,
     )
+    add(
+        "(d) fraud c=1: router p50 - direct p50 <= 1.0 ms",
+        _p50_over(_find(rows, "router", "fraud", 1), _find(rows, "direct", "fraud", 1)),
+        TARGET_ROUTER_P50_MS,
+        at_most=True,
+    )
+    add(
+        "(e) fraud c=8: router / direct req/s >= 0.4",
+        _ratio(_find(rows, "router", "fraud", 8), _find(rows, "direct", "fraud", 8)),
+        TARGET_ROUTER_RPS,
+    )
     return out
+
+
+def _p50_over(a: Measurement | None, b: Measurement | None) -> float | None:
+    return None if a is None or b is None else a.p50_ms - b.p50_ms
 
 
 def print_report(
@@ -680,6 +865,13 @@ def print_report(
         if thread is not None:
             parts.append(f"on/floor-thread {_fmt(_ratio(on, thread))}")
         print(f"  {model:5s} c={c:<3d} " + "   ".join(parts))
+    for c in ROUTER_CONCURRENCY:
+        routed, direct = _find(rows, "router", "fraud", c), _find(rows, "direct", "fraud", c)
+        over = _p50_over(routed, direct)
+        print(
+            f"  fraud c={c:<3d} router/direct {_fmt(_ratio(routed, direct))}   "
+            f"router p50 over direct {'n/a' if over is None else f'{over:+.2f} ms'}"
+        )
     print("\ntargets")
     for t in checks:
         if t["value"] is None:
@@ -741,7 +933,10 @@ def _parser() -> argparse.ArgumentParser:
         help="intra-op threads written into the MLP package copy (0: package default)",
     )
     ap.add_argument(
-        "--only", choices=["startup", "throughput"], default=None, help="run one part only"
+        "--only",
+        choices=["startup", "throughput", "router"],
+        default=None,
+        help="run one part only",
     )
     ap.add_argument(
         "--retries",
@@ -817,7 +1012,7 @@ def main(argv: list[str] | None = None) -> int:
     startups: dict[str, Startup] = {}
     started = time.monotonic()
     try:
-        if args.only != "throughput":
+        if args.only in (None, "startup"):
             print("start-up", flush=True)
             startups["scorefn"] = measure_startup(
                 partial(work.host, "startup-scorefn", models="fraud:1", batching=True),
@@ -831,11 +1026,14 @@ def main(argv: list[str] | None = None) -> int:
                 "floor",
                 args.startup_runs,
             )
-        if args.only != "startup":
+        if args.only in (None, "throughput"):
             print("throughput", flush=True)
             for label, make in _servers(work, handlers):
                 with running(make()) as server:
                     rows += bench_server(server, label, bodies, concurrency=concurrency, opts=opts)
+        if args.only in (None, "router"):
+            print("router path", flush=True)
+            rows += bench_router(work, storage, bodies["fraud"], opts)
     except (KeyboardInterrupt, _Terminated):
         print("\ninterrupted: every server stopped", file=sys.stderr, flush=True)
         return 130

@@ -32,7 +32,16 @@ from shared.localhost.runner import HostProcess, wait_for_http
 from shared.routing.endpoint import DeploymentSpec, EndpointSpec, load_endpoint
 from shared.routing.store import EndpointStore
 
-__all__ = ["Stack", "StackOptions", "run_stack", "example_curl"]
+__all__ = [
+    "Stack",
+    "StackOptions",
+    "apply_endpoint",
+    "example_curl",
+    "router_host",
+    "run_stack",
+    "start_dev_issuer",
+    "stop_dev_issuer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +114,15 @@ class Stack:
             (opts.run_dir / "azurite").mkdir(parents=True, exist_ok=True)
             self.azurite.start()
         self.connection_string = ends.connection_string
-        store = EndpointStore.from_connection_string(self.connection_string)
-        try:
-            _, issued = store.apply(self.spec)
-        finally:
-            store.close()
-        self.endpoint_key = issued.primary if issued is not None else None
+        self.endpoint_key = apply_endpoint(self.connection_string, self.spec)
         logs = opts.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        self._start_issuer(logs)
+        self.issuer = start_dev_issuer(
+            ISSUER_PORT + opts.port_shift,
+            key_file=self.key_file,
+            log_path=logs / "dev-issuer.log",
+            timeout=opts.ready_timeout,
+        )
         for d in self.spec.deployments:
             if d.local_port is None:
                 raise ValueError(f"deployment {d.name!r} has no local_port in {opts.endpoint}")
@@ -137,37 +146,15 @@ class Stack:
             host.start(timeout=opts.ready_timeout)
         for d in self.spec.deployments:
             self._wait_ready(d)
-        self.router = HostProcess(
-            "function_app:app",
+        self.router = router_host(
             port=ROUTER_PORT + opts.port_shift,
-            cwd=ROOT,
             storage=self.connection_string,
+            issuer_url=self.issuer_url,
+            port_shift=opts.port_shift,
             host_id=f"{self.spec.name}-router",
             log_path=logs / "router.log",
-            env={
-                "APP_ROLE": "router",
-                "SCOREFN_ROUTER_STORAGE": self.connection_string,
-                "SCOREFN_ROUTER_LOCAL_ISSUER": self.issuer_url,
-                "SCOREFN_ROUTER_PORT_SHIFT": str(opts.port_shift),
-                "AzureWebJobsStorage": self.connection_string,
-            },
         )
         self.router.start(timeout=opts.ready_timeout)
-
-    def _start_issuer(self, logs: Path) -> None:
-        port = ISSUER_PORT + self.options.port_shift
-        command = [sys.executable, "-m", "shared.auth.dev_issuer", "--port", str(port)]
-        command += ["--key-file", str(self.key_file)]
-        with (logs / "dev-issuer.log").open("ab") as out:
-            self.issuer = subprocess.Popen(
-                command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-            )
-        issuer = self.issuer
-        wait_for_http(
-            f"{self.issuer_url}/{DEV_TENANT}/v2.0/.well-known/openid-configuration",
-            timeout=self.options.ready_timeout,
-            alive=lambda: issuer.poll() is None,
-        )
 
     def _wait_ready(self, d: DeploymentSpec) -> None:
         deadline = time.monotonic() + self.options.ready_timeout
@@ -195,16 +182,95 @@ class Stack:
             code = host.stop()
             log.info("deployment %s stopped (exit %s)", name, code)
         if self.issuer is not None and self.issuer.poll() is None:
-            self.issuer.terminate()
-            try:
-                self.issuer.wait(10)
-            except subprocess.TimeoutExpired:
-                self.issuer.kill()
-                self.issuer.wait()
+            stop_dev_issuer(self.issuer)
             log.info("dev issuer stopped")
         if self.azurite is not None:
             self.azurite.stop()
             log.info("Azurite stopped")
+
+
+def apply_endpoint(storage: str, spec: EndpointSpec) -> str | None:
+    """Store ``spec`` in the endpoints table of ``storage`` (a connection string);
+    the primary key when one was created (auth mode key), else None."""
+    store = EndpointStore.from_connection_string(storage)
+    try:
+        _, issued = store.apply(spec)
+    finally:
+        store.close()
+    return issued.primary if issued is not None else None
+
+
+def start_dev_issuer(
+    port: int,
+    *,
+    key_file: Path,
+    log_path: Path,
+    timeout: float = 60.0,
+    python: str = sys.executable,
+) -> subprocess.Popen[bytes]:
+    """Launch ``python -m shared.auth.dev_issuer`` on 127.0.0.1:``port`` signing with
+    ``key_file`` (created if absent); return once its metadata document answers.
+
+    ``python`` is the interpreter to run it with (a wrapper may pin it to a core).
+    """
+    command = [python, "-m", "shared.auth.dev_issuer", "--port", str(port)]
+    command += ["--key-file", str(key_file)]
+    with log_path.open("ab") as out:
+        issuer = subprocess.Popen(
+            command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for_http(
+            f"http://127.0.0.1:{port}/{DEV_TENANT}/v2.0/.well-known/openid-configuration",
+            timeout=timeout,
+            alive=lambda: issuer.poll() is None,
+        )
+    except (RuntimeError, TimeoutError):
+        stop_dev_issuer(issuer)
+        raise
+    return issuer
+
+
+def stop_dev_issuer(issuer: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM the dev issuer, SIGKILL it after ``timeout`` seconds."""
+    if issuer.poll() is not None:
+        return
+    issuer.terminate()
+    try:
+        issuer.wait(timeout)
+    except subprocess.TimeoutExpired:
+        issuer.kill()
+        issuer.wait()
+
+
+def router_host(
+    *,
+    port: int,
+    storage: str,
+    issuer_url: str,
+    port_shift: int = 0,
+    host_id: str | None = None,
+    log_path: Path | None = None,
+    python: str = sys.executable,
+) -> HostProcess:
+    """The router as a local host (not started): ``APP_ROLE=router`` reading endpoints
+    from ``storage`` and trusting the dev issuer at ``issuer_url`` (local mode)."""
+    return HostProcess(
+        "function_app:app",
+        port=port,
+        cwd=ROOT,
+        storage=storage,
+        host_id=host_id,
+        log_path=log_path,
+        python=python,
+        env={
+            "APP_ROLE": "router",
+            "SCOREFN_ROUTER_STORAGE": storage,
+            "SCOREFN_ROUTER_LOCAL_ISSUER": issuer_url,
+            "SCOREFN_ROUTER_PORT_SHIFT": str(port_shift),
+            "AzureWebJobsStorage": storage,
+        },
+    )
 
 
 def example_curl(

@@ -5,6 +5,9 @@
 -- with requests, duration, latency percentiles (microseconds), socket errors and the
 -- non-2xx count, for bench/http.py to parse. wrk's own report (with --latency) is printed
 -- above it unchanged.
+--
+-- $WRK_AUTHORIZATION, when set, is sent as the Authorization header of every request
+-- (the router path's bearer token).
 
 local path = os.getenv("WRK_BODY")
 if path == nil then
@@ -17,6 +20,10 @@ file:close()
 wrk.method = "POST"
 wrk.body = body
 wrk.headers["Content-Type"] = "application/json"
+local authorization = os.getenv("WRK_AUTHORIZATION")
+if authorization ~= nil and authorization ~= "" then
+  wrk.headers["Authorization"] = authorization
+end
 
 local threads = {}
 
