@@ -14,6 +14,13 @@ can only refuse: the principal is returned only after step 5 has verified the si
 over exactly the bytes those claims were decoded from. Doing them first means a token
 that would be refused anyway (wrong tenant, expired) never costs a key lookup.
 
+Tokens that passed every step are remembered (bounded LRU, ``CACHE_SIZE``) until their
+``exp`` (plus the policy's leeway): a caller reuses one token for many requests, and
+verifying an RS256 signature and decoding the claims cost far more than the request's
+scoring. ``nbf`` cannot become false later, and ``exp`` is re-checked on every hit; a
+signing key removed from the JWKS stops new tokens at once but not ones already
+verified, which expire within their lifetime (about an hour for Entra tokens).
+
 Local mode: a policy built with ``Authority.local_dev(base_url)`` accepts the dev
 issuer's tokens; a policy with the default ``Authority.entra()`` expects
 ``https://login.microsoftonline.com/{tid}/v2.0`` as issuer and so refuses them at step 3.
@@ -22,6 +29,7 @@ issuer's tokens; a policy with the default ``Authority.entra()`` expects
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
@@ -34,7 +42,10 @@ from shared.auth.jwks import JwksClient
 from shared.auth.principal import Principal
 from shared.errors import AuthenticationError
 
-__all__ = ["MAX_TOKEN_CHARS", "TokenValidator"]
+__all__ = ["CACHE_SIZE", "MAX_TOKEN_CHARS", "TokenValidator"]
+
+CACHE_SIZE: Final = 4096
+"""Verified tokens remembered per validator (least recently used dropped first)."""
 
 MAX_TOKEN_CHARS: Final = 32 * 1024
 """Longest token accepted; Entra access tokens are a few kilobytes."""
@@ -78,6 +89,7 @@ class TokenValidator:
         self._owns_keys = keys is None
         self._keys = keys if keys is not None else JwksClient(policy.authority)
         self._now = now
+        self._verified: OrderedDict[str, Principal] = OrderedDict()
 
     async def aclose(self) -> None:
         """Close the key client if this validator created it."""
@@ -90,6 +102,12 @@ class TokenValidator:
 
     async def validate(self, token: str) -> Principal:
         """The principal ``token`` speaks for; ``AuthenticationError`` says why not."""
+        known = self._verified.get(token)
+        if known is not None:
+            if self._now() < known.expires_at + self.policy.leeway_s:
+                self._verified.move_to_end(token)
+                return known
+            del self._verified[token]  # expired: the full check below says so
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthenticationError(
                 f"token is {len(token)} characters; the limit is {MAX_TOKEN_CHARS}"
@@ -108,4 +126,7 @@ class TokenValidator:
             raise AuthenticationError("signature verification failed") from exc
         except jwt.PyJWTError as exc:
             raise AuthenticationError(_MALFORMED) from exc
+        self._verified[token] = principal
+        if len(self._verified) > CACHE_SIZE:
+            self._verified.popitem(last=False)
         return principal

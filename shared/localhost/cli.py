@@ -59,8 +59,10 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # The storage SDK logs every HTTP request at INFO.
-    logging.getLogger("azure").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # Client libraries log every HTTP call at INFO: the router's forwarding and the
+    # storage pollers would flood the log (and cost CPU per request).
+    for noisy in ("azure", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

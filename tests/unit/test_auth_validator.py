@@ -562,3 +562,32 @@ async def test_shared_http_client_is_not_closed_by_the_key_client() -> None:
         async with JwksClient(Authority.entra(), client=client):
             pass
         assert not client.is_closed
+
+
+# --- verified-token cache ------------------------------------------------------------------
+
+
+async def test_verified_token_is_remembered_until_it_expires(
+    harness: Harness, key1: rsa.RSAPrivateKey
+) -> None:
+    token = sign(app_claims(T0), key1)
+    first = await harness.validator.validate(token)
+    harness.clock.advance(3000)
+    # A hit returns the remembered principal itself; a full check would build a new one.
+    assert await harness.validator.validate(token) is first
+    harness.clock.advance(600 + 60)  # past exp + the policy's 60 s leeway
+    assert await harness.refusal(token) == f"token expired at {_iso(T0 + 3600)}"
+
+
+async def test_a_tampered_copy_of_a_remembered_token_is_still_refused(
+    harness: Harness, key1: rsa.RSAPrivateKey
+) -> None:
+    token = sign(app_claims(T0), key1)
+    await harness.validator.validate(token)
+    header, _payload, signature = token.split(".")
+    forged = f"{header}.{b64(json.dumps(app_claims(T0, roles=['Endpoint.Admin'])).encode())}.{signature}"
+    assert await harness.refusal(forged) == "signature verification failed"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
