@@ -107,6 +107,7 @@ import numpy as np  # noqa: E402
 from shared.auth.dev_issuer import DEV_TENANT, DevIssuer  # noqa: E402
 from shared.localhost.azurite import AzuriteProcess  # noqa: E402
 from shared.localhost.ports import free_ports, port_open  # noqa: E402
+from shared.localhost.process import stop_process  # noqa: E402
 from shared.localhost.runner import HostProcess, wait_for_http  # noqa: E402
 from shared.routing.endpoint import AuthSpec, DeploymentSpec, EndpointSpec  # noqa: E402
 from shared.stack import (  # noqa: E402
@@ -316,14 +317,7 @@ class FloorProcess:
         process = self._process
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        return stop_process(process, timeout)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 from shared.localhost.ports import free_ports, port_open, wait_for_port
+from shared.localhost.process import stop_process
 
 __all__ = [
     "DEV_ACCOUNT_KEY",
@@ -223,15 +224,8 @@ class AzuriteProcess:
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate Azurite, wait up to ``timeout`` seconds, then kill it. Idempotent."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process, timeout)
 
     def _log_tail(self, limit: int = 2000) -> str:
         try:

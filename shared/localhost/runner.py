@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import httpx
 
 from shared.localhost.host import LocalHost
 from shared.localhost.http import STATUS_PATH
+from shared.localhost.process import stop_process
 from shared.localhost.settings import LocalHostSettings
 
 __all__ = ["HostProcess", "HostThread", "wait_for_http"]
@@ -259,14 +259,7 @@ class HostProcess:
         process = self._process
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        return stop_process(process, timeout)
 
     @property
     def returncode(self) -> int | None:

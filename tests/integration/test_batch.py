@@ -89,19 +89,11 @@ def _host(tmp: Path, azurite: AzuriteProcess, models: Path, name: str) -> HostPr
 
 
 @pytest.fixture(scope="module")
-def models() -> Path:
-    folder = ROOT / "models"
-    if not (folder / "fraud" / "1" / "model.onnx").is_file():
-        build_models.main(["--out", str(folder)])
-    return folder
-
-
-@pytest.fixture(scope="module")
 def host(
-    azurite: AzuriteProcess, models: Path, tmp_path_factory: pytest.TempPathFactory
+    azurite: AzuriteProcess, example_models: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HostProcess]:
     tmp = tmp_path_factory.mktemp("batch")
-    with _host(tmp, azurite, models, "a") as running:
+    with _host(tmp, azurite, example_models, "a") as running:
         yield running
 
 
@@ -166,7 +158,7 @@ def _reference(models: Path, x: np.ndarray) -> np.ndarray:
 
 
 def test_csv_every_row_once_in_order_and_equal_to_onnxruntime(
-    host: HostProcess, azurite: AzuriteProcess, blobs: BlobServiceClient, models: Path
+    host: HostProcess, azurite: AzuriteProcess, blobs: BlobServiceClient, example_models: Path
 ) -> None:
     data, x = _fraud_csv(3000)
     lines = data.decode().splitlines()
@@ -205,7 +197,7 @@ def test_csv_every_row_once_in_order_and_equal_to_onnxruntime(
     assert predictions.column_names == [
         "row", "txn_id", "label", "probabilities_0", "probabilities_1", "risk"
     ]  # fmt: skip
-    expected = _reference(models, x[rows])
+    expected = _reference(example_models, x[rows])
     got = np.column_stack(
         [predictions["probabilities_0"].to_numpy(), predictions["probabilities_1"].to_numpy()]
     )
@@ -223,7 +215,7 @@ def test_same_blob_event_three_times_makes_one_job(
     host: HostProcess,
     azurite: AzuriteProcess,
     blobs: BlobServiceClient,
-    models: Path,
+    example_models: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
@@ -234,7 +226,7 @@ def test_same_blob_event_three_times_makes_one_job(
 
     for key, value in {**NAMES, "SCOREFN_BATCH_STORAGE": azurite.connection_string}.items():
         monkeypatch.setenv(key, value)
-    plane = DataPlane(models, "fraud:1")
+    plane = DataPlane(example_models, "fraud:1")
     plane.start_loading()
     service = BatchService(BatchSettings(), plane, deployment="blue")
     data, _ = _fraud_csv(1500, seed=5)
@@ -324,10 +316,10 @@ def test_worker_killed_mid_job_still_exactly_once(
     host: HostProcess,
     azurite: AzuriteProcess,
     blobs: BlobServiceClient,
-    models: Path,
+    example_models: Path,
     tmp_path: Path,
 ) -> None:
-    victim = _host(tmp_path, azurite, models, "victim").start()
+    victim = _host(tmp_path, azurite, example_models, "victim").start()
     try:
         data, _ = _fraud_csv(20000, seed=11)
         _drop(blobs, "kill/big.csv", data)

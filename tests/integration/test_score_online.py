@@ -60,14 +60,6 @@ def _wait_ready(url: str, timeout: float = 30) -> None:
 
 
 @pytest.fixture(scope="module")
-def example_models() -> Path:
-    models = ROOT / "models"
-    if not (models / "vision_classifier" / "1" / "model.onnx").is_file():
-        build_models.main(["--out", str(models)])
-    return models
-
-
-@pytest.fixture(scope="module")
 def scoring(
     azurite: AzuriteProcess, example_models: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
