@@ -107,7 +107,7 @@ import numpy as np  # noqa: E402
 from shared.auth.dev_issuer import DEV_TENANT, DevIssuer  # noqa: E402
 from shared.localhost.azurite import AzuriteProcess  # noqa: E402
 from shared.localhost.ports import free_ports, port_open  # noqa: E402
-from shared.localhost.process import stop_process  # noqa: E402
+from shared.localhost.process import ChildProcess  # noqa: E402
 from shared.localhost.runner import HostProcess, wait_for_http  # noqa: E402
 from shared.routing.endpoint import AuthSpec, DeploymentSpec, EndpointSpec  # noqa: E402
 from shared.stack import (  # noqa: E402
@@ -277,7 +277,7 @@ class Workspace:
         return FloorProcess(command, port=port, log_path=self.log(label))
 
 
-class FloorProcess:
+class FloorProcess(ChildProcess):
     """``bench/floor_app.py`` as a child process."""
 
     def __init__(self, command: Sequence[str], *, port: int, log_path: Path) -> None:
@@ -289,14 +289,6 @@ class FloorProcess:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def start(self, timeout: float = 60.0) -> FloorProcess:
         """Launch and wait until ``GET /api/v2/health/ready`` answers 200."""
@@ -311,13 +303,6 @@ class FloorProcess:
             self.stop()
             raise
         return self
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
-        process = self._process
-        if process is None:
-            return None
-        return stop_process(process, timeout)
 
 
 @contextlib.contextmanager

@@ -17,10 +17,11 @@ router's setting, ``AzureWebJobsStorage``, else Azurite's ``UseDevelopmentStorag
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -78,27 +79,18 @@ def _traffic_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _traffic_set(args: argparse.Namespace) -> int:
+def _routing_set(args: argparse.Namespace, kind: Literal["traffic", "mirror"]) -> int:
+    """``scorefn traffic set`` / ``scorefn mirror set``: parse, then one guarded update."""
     from shared.routing.traffic import parse_assignments
 
     try:
-        weights = parse_assignments(args.weights, kind="traffic")
+        table = parse_assignments(args.assignments, kind=kind)
     except ValueError as exc:
         print(f"scorefn: {exc}; nothing changed", file=sys.stderr)
         return 2
-    _print_json(_routing(_store(args).set_traffic(args.endpoint, weights)))
-    return 0
-
-
-def _mirror_set(args: argparse.Namespace) -> int:
-    from shared.routing.traffic import parse_assignments
-
-    try:
-        percent = parse_assignments(args.percent, kind="mirror")
-    except ValueError as exc:
-        print(f"scorefn: {exc}; nothing changed", file=sys.stderr)
-        return 2
-    _print_json(_routing(_store(args).set_mirror(args.endpoint, percent)))
+    store = _store(args)
+    update = store.set_traffic if kind == "traffic" else store.set_mirror
+    _print_json(_routing(update(args.endpoint, table)))
     return 0
 
 
@@ -179,17 +171,17 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_traffic_show)
     tset = tsub.add_parser("set", help="set weights: blue=90 green=10 (sum 100)")
     tset.add_argument("endpoint")
-    tset.add_argument("weights", nargs="+", metavar="deployment=percent")
+    tset.add_argument("assignments", nargs="+", metavar="deployment=percent")
     storage(tset)
-    tset.set_defaults(func=_traffic_set)
+    tset.set_defaults(func=functools.partial(_routing_set, kind="traffic"))
 
     mirror = sub.add_parser("mirror", help="mirrored (shadow) traffic of an endpoint")
     msub = mirror.add_subparsers(dest="action", required=True)
     mset = msub.add_parser("set", help="copy a percentage of requests: green=20")
     mset.add_argument("endpoint")
-    mset.add_argument("percent", nargs="+", metavar="deployment=percent")
+    mset.add_argument("assignments", nargs="+", metavar="deployment=percent")
     storage(mset)
-    mset.set_defaults(func=_mirror_set)
+    mset.set_defaults(func=functools.partial(_routing_set, kind="mirror"))
 
     keys = sub.add_parser("keys", help="endpoint keys (auth mode key)")
     ksub = keys.add_subparsers(dest="action", required=True)

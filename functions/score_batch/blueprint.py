@@ -6,21 +6,23 @@
 - ``batch_poison``: a queue trigger on ``<queue>-poison`` records a chunk whose message
   the host dead-lettered, so its job still ends.
 
-The models are the online scoring blueprint's data plane: one set of sessions per process.
+The models are the process's scoring runtime (shared with the online blueprint): one set
+of sessions per process.
 """
 
 from __future__ import annotations
 
 import azure.functions as func
 
-from functions.score_online.blueprint import handlers
 from shared.batch.service import BatchService
-from shared.settings import BatchSettings, ScoringSettings
+from shared.serving.runtime import scoring_runtime
+from shared.settings import BatchSettings
 
 __all__ = ["bp", "service"]
 
 _settings = BatchSettings()
-service = BatchService(_settings, handlers.plane, deployment=ScoringSettings().deployment)
+_runtime = scoring_runtime()
+service = BatchService(_settings, _runtime.plane, deployment=_runtime.settings.deployment)
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.serving.dataplane import DataPlane, check_cuda
 from shared.serving.handlers import ScoringHandlers
-from shared.settings import ScoringSettings
+from shared.serving.runtime import scoring_runtime
 
 __all__ = ["bp", "handlers"]
 
-_settings = ScoringSettings()
-check_cuda(_settings.require_cuda)
-_plane = DataPlane(_settings.models_dir, _settings.models, batching=_settings.batching)
-_plane.start_loading()
-handlers = ScoringHandlers(_plane, _settings)
+_runtime = scoring_runtime()
+handlers = ScoringHandlers(_runtime.plane, _runtime.settings)
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 _ANON = func.AuthLevel.ANONYMOUS

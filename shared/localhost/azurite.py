@@ -15,11 +15,10 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import urlsplit
 
 from shared.localhost.ports import free_ports, port_open, wait_for_port
-from shared.localhost.process import stop_process
+from shared.localhost.process import ChildProcess, stop_process
 
 __all__ = [
     "DEV_ACCOUNT_KEY",
@@ -121,7 +120,7 @@ def find_azurite_binary(start: Path | None = None) -> Path | None:
     return None
 
 
-class AzuriteProcess:
+class AzuriteProcess(ChildProcess):
     """An Azurite child process serving blob, queue and table on 127.0.0.1.
 
     Use as a context manager, or call ``start()`` and ``stop()``::
@@ -148,16 +147,6 @@ class AzuriteProcess:
     def connection_string(self) -> str:
         """Connection string for this Azurite's development account."""
         return self.endpoints.connection_string
-
-    @property
-    def pid(self) -> int | None:
-        """Azurite's process id while started."""
-        return None if self._process is None else self._process.pid
-
-    @property
-    def running(self) -> bool:
-        """Whether the child process is alive."""
-        return self._process is not None and self._process.poll() is None
 
     @property
     def log_path(self) -> Path:
@@ -221,28 +210,17 @@ class AzuriteProcess:
             raise RuntimeError(f"Azurite did not start: {exc}; log:\n{self._log_tail()}") from exc
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Terminate Azurite, wait up to ``timeout`` seconds, then kill it. Idempotent."""
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Terminate Azurite, wait up to ``timeout`` seconds, then kill it. Idempotent: the
+        process is forgotten, so a later ``start()`` launches a new one."""
         process, self._process = self._process, None
-        if process is not None:
-            stop_process(process, timeout)
+        return None if process is None else stop_process(process, timeout)
 
     def _log_tail(self, limit: int = 2000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-limit:]
         except OSError:
             return "(no log)"
-
-    def __enter__(self) -> AzuriteProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import httpx
 
 from shared.localhost.host import LocalHost
 from shared.localhost.http import STATUS_PATH
-from shared.localhost.process import stop_process
+from shared.localhost.process import ChildProcess
 from shared.localhost.settings import LocalHostSettings
 
 __all__ = ["HostProcess", "HostThread", "wait_for_http"]
@@ -149,7 +149,7 @@ class HostThread:
         self.stop()
 
 
-class HostProcess:
+class HostProcess(ChildProcess):
     """``python -m shared.localhost`` as a child process, with its own environment."""
 
     def __init__(
@@ -197,16 +197,6 @@ class HostProcess:
         """``http://host:port``."""
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        """The child's process id while started."""
-        return None if self._process is None else self._process.pid
-
-    @property
-    def running(self) -> bool:
-        """Whether the child is alive."""
-        return self._process is not None and self._process.poll() is None
-
     def command(self) -> list[str]:
         """The child's command line (no secrets on it)."""
         command = [
@@ -253,26 +243,3 @@ class HostProcess:
             self.stop()
             raise
         return self
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. Returns the exit status."""
-        process = self._process
-        if process is None:
-            return None
-        return stop_process(process, timeout)
-
-    @property
-    def returncode(self) -> int | None:
-        """Exit status once the child has exited."""
-        return None if self._process is None else self._process.poll()
-
-    def __enter__(self) -> HostProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -12,7 +12,7 @@ so nothing of their text leaks.
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Any, Final
 
 from shared.auth.bearer import www_authenticate
 from shared.errors import (
@@ -35,6 +35,7 @@ from shared.errors import (
 from shared.protocol.json_body import dump_json
 
 __all__ = [
+    "ERROR_RESPONSE",
     "STATUS",
     "INTERNAL_ERROR",
     "status_for",
@@ -84,6 +85,21 @@ def retry_after(exc: BaseException) -> int | None:
     if not math.isfinite(seconds):
         return 1
     return max(1, math.ceil(seconds))
+
+
+#: OpenAPI response object for the error body every route answers with.
+ERROR_RESPONSE: Final[dict[str, Any]] = {
+    "description": 'error: {"error": "..."}',
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"error": {"type": "string"}},
+                "required": ["error"],
+            }
+        }
+    },
+}
 
 
 def error_body(message: str) -> bytes:

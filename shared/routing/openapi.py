@@ -4,20 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.protocol.status import ERROR_RESPONSE as _ERROR
+
 __all__ = ["router_openapi_document"]
 
-_ERROR = {
-    "description": 'error: {"error": "..."}',
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {"error": {"type": "string"}},
-                "required": ["error"],
-            }
-        }
-    },
-}
 _OK = {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}}
 _FORWARDED = {
     "description": "the deployment's answer, unchanged (plus x-deployment, x-request-id)",

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.protocol.status import ERROR_RESPONSE
+
 __all__ = ["openapi_document", "SWAGGER_HTML"]
 
-_ERR = {
-    "description": "error",
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {"error": {"type": "string"}},
-                "required": ["error"],
-            }
-        }
-    },
-}
+_ERR = ERROR_RESPONSE
 _TENSOR = {
     "type": "object",
     "required": ["name", "shape", "datatype"],
