@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.settings import AppSettings
+from shared.settings import AppSettings, TelemetrySettings
+from shared.telemetry.setup import setup_telemetry
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 _role = AppSettings().app_role
+# Before the blueprints: their import starts model loading, which records metrics.
+telemetry = setup_telemetry(TelemetrySettings(), role=_role)
 if _role in ("scoring", "all"):
     from functions.score_batch import bp as score_batch_bp
     from functions.score_online import bp as score_online_bp

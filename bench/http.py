@@ -45,7 +45,8 @@ Start-up: from process launch to the first 200 of ``POST /api/v2/models/fraud/in
 Targets, with pass/fail: (a) MLP at c=64, batching on >= 2x batching off; (b) fraud at
 c=8, scorefn (batching on, the default) >= 1.0x floor; (c) fraud start-up <= 2 s;
 (d) fraud at c=1, router p50 at most 1.0 ms above direct; (e) fraud at c=8, router req/s
->= 0.4x direct.
+>= 0.4x direct; with ``--telemetry`` also (f) fraud at c=8, ``scorefn telemetry`` (the
+``scorefn on`` host with ``SCOREFN_TELEMETRY_EXPORTER=prometheus``) >= 0.9x ``scorefn on``.
 
 Nothing but 127.0.0.1 is contacted. The scoring app also carries the batch triggers
 (blob and queue), so an Azurite is started for the run on the client core (the router
@@ -55,11 +56,13 @@ stopped at the end, on error and on Ctrl-C / SIGTERM, and its port checked to be
 The working folder (``--workdir``, default ``.run/bench-http``) keeps the models copy,
 the request bodies and each server's log.
 
-Profiling: ``--profile`` runs every scorefn host and the router under
-``python -m cProfile`` and writes ``<workdir>/profiles/<server>.prof`` when it stops
-(the event-loop thread only: HTTP, handlers, codecs, the batcher's gather loop; the ORT
-run happens on the batcher's worker thread). Read one with ``python -m pstats``. The
-figures of a profiled run are slower.
+Profiling: ``--profile`` runs every scorefn host and the router under cProfile timed by
+the event-loop thread's own CPU clock (``bench/cpu_profile.py``; wall-clock profiles
+charge a loopback write with the peer process it wakes on the same core) and writes
+``<workdir>/profiles/<server>.prof`` when it stops (the event-loop thread only: HTTP,
+handlers, codecs, the batcher's gather loop; the ORT run happens on the batcher's worker
+thread). Read one with ``python -m pstats``. The figures of a profiled run are slower.
+Router rows also print each server process's CPU microseconds per request.
 
 Usage::
 
@@ -119,6 +122,7 @@ from shared.stack import (  # noqa: E402
 
 WRK_SCRIPT = ROOT / "bench" / "wrk" / "post_json.lua"
 FLOOR_APP = ROOT / "bench" / "floor_app.py"
+CPU_PROFILE = ROOT / "bench" / "cpu_profile.py"
 INFER_PATH = "/api/v2/models/{model}/infer"
 READY_PATH = "/api/v2/health/ready"
 MODELS = ("fraud", "mlp")
@@ -127,6 +131,7 @@ TARGET_FLOOR = 1.0
 TARGET_STARTUP_S = 2.0
 TARGET_ROUTER_P50_MS = 1.0
 TARGET_ROUTER_RPS = 0.4
+TARGET_TELEMETRY = 0.9
 ROUTER_ENDPOINT = "bench"
 ROUTER_AUDIENCE = "api://scorefn-bench"
 ROUTER_DEPLOYMENT = "only"
@@ -209,7 +214,7 @@ def pinned_python(workdir: Path, core: int, profile: Path | None = None) -> Path
     """
     name = f"python-core{core}" + (f"-{profile.stem}" if profile else "")
     wrapper = workdir / name
-    prefix = f"-m cProfile -o '{profile}' " if profile is not None else ""
+    prefix = f"'{CPU_PROFILE}' '{profile}' " if profile is not None else ""
     wrapper.write_text(f"#!/bin/sh\nexec taskset -c {core} '{sys.executable}' {prefix}\"$@\"\n")
     wrapper.chmod(0o755)
     return wrapper
@@ -245,8 +250,10 @@ class Workspace:
         (self.workdir / "profiles").mkdir(parents=True, exist_ok=True)
         return self.workdir / "profiles" / f"{label}.prof"
 
-    def host(self, label: str, *, models: str, batching: bool) -> HostProcess:
-        """A scorefn local host (not started)."""
+    def host(
+        self, label: str, *, models: str, batching: bool, telemetry: bool = False
+    ) -> HostProcess:
+        """A scorefn local host (not started); ``telemetry``: the Prometheus exporter on."""
         (port,) = free_ports(1)
         profile = self.profile_path(label)
         return HostProcess(
@@ -263,6 +270,7 @@ class Workspace:
                 "SCOREFN_MODELS_DIR": str(self.models),
                 "SCOREFN_BATCHING": "true" if batching else "false",
                 "SCOREFN_DEPLOYMENT": label,
+                "SCOREFN_TELEMETRY_EXPORTER": "prometheus" if telemetry else "none",
             },
         )
 
@@ -387,6 +395,8 @@ class Measurement:
     foreign_client_core_pct: float
     seconds: float
     attempts: int = 1
+    cpu_us_per_request: dict[str, float] = field(default_factory=dict)
+    """CPU microseconds per answered request of each named server process (router rows)."""
 
     @property
     def foreign_pct(self) -> float:
@@ -470,6 +480,8 @@ class Target:
     url: str
     pids: tuple[int | None, ...]
     authorization: str | None = None
+    names: tuple[str, ...] = ()
+    """Names of ``pids`` (same order): their CPU per request is reported one by one."""
 
     @classmethod
     def infer(cls, server: Server, model: str) -> Target:
@@ -486,6 +498,7 @@ def measure_once(
 ) -> Measurement:
     """One wrk run, with the server's, wrk's and other processes' CPU use over it."""
     cores = opts.cores
+    each0 = [cpu_seconds(pid) for pid in target.pids]
     before, cpu0, t0 = core_times(), target.cpu_seconds(), time.monotonic()
     run = run_wrk(
         target.url,
@@ -496,6 +509,7 @@ def measure_once(
         authorization=target.authorization,
     )
     server_cpu = target.cpu_seconds() - cpu0
+    each = [cpu_seconds(pid) - c0 for pid, c0 in zip(target.pids, each0, strict=True)]
     wall = time.monotonic() - t0
     server_busy, server_total = core_busy(before, cores.server)
     client_busy, client_total = core_busy(before, cores.client)
@@ -523,6 +537,10 @@ def measure_once(
         foreign_server_core_pct=_foreign(server_busy, server_cpu, server_total),
         foreign_client_core_pct=_foreign(client_busy, run.cpu_seconds, client_total),
         seconds=duration,
+        cpu_us_per_request={
+            name: 1e6 * cpu / max(1, int(figures["requests"]))
+            for name, cpu in zip(target.names, each, strict=False)
+        },
     )
 
 
@@ -551,6 +569,9 @@ def measure(
         f"other {best.foreign_server_core_pct:3.0f}%/{best.foreign_client_core_pct:3.0f}%",
         flush=True,
     )
+    if best.cpu_us_per_request:
+        shares = ", ".join(f"{k} {v:.0f}" for k, v in best.cpu_us_per_request.items())
+        print(f"      CPU us per request: {shares}", flush=True)
     return best
 
 
@@ -664,12 +685,14 @@ def bench_router(
             ROUTER_AUDIENCE, ("Endpoint.Invoke",), DEV_TENANT
         )
         pids = (host.pid, router.pid, issuer.pid, storage.pid)
-        direct = Target(host.base_url + INFER_PATH.format(model="fraud"), pids)
+        names = ("deployment", "router", "issuer", "azurite")
+        direct = Target(host.base_url + INFER_PATH.format(model="fraud"), pids, names=names)
         routed = Target(
             f"{router.base_url}/api/endpoints/{ROUTER_ENDPOINT}"
             + INFER_PATH.format(model="fraud").removeprefix("/api"),
             pids,
             f"Bearer {token}",
+            names,
         )
         for target in (direct, routed):
             check_ok(target, body)
@@ -795,6 +818,14 @@ def targets(rows: list[Measurement], startups: dict[str, Startup]) -> list[dict[
         _ratio(_find(rows, "router", "fraud", 8), _find(rows, "direct", "fraud", 8)),
         TARGET_ROUTER_RPS,
     )
+    if _find(rows, "scorefn telemetry", "fraud", 8) is not None:  # --telemetry
+        add(
+            "(f) fraud c=8: scorefn with telemetry (prometheus) / without req/s >= 0.9",
+            _ratio(
+                _find(rows, "scorefn telemetry", "fraud", 8), _find(rows, "scorefn on", "fraud", 8)
+            ),
+            TARGET_TELEMETRY,
+        )
     return out
 
 
@@ -938,17 +969,25 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--profile", action="store_true", help="run the hosts under cProfile")
     ap.add_argument("--verbose", action="store_true", help="print wrk's own reports")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    ap.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="also measure 'scorefn telemetry': batching on, Prometheus exporter on (target f)",
+    )
     return ap
 
 
 def _servers(
-    work: Workspace, handlers: Sequence[str]
+    work: Workspace, handlers: Sequence[str], *, telemetry: bool = False
 ) -> list[tuple[str, Callable[[], HostProcess | FloorProcess]]]:
     both = "fraud:1,mlp"
     servers: list[tuple[str, Callable[[], HostProcess | FloorProcess]]] = [
         ("scorefn on", partial(work.host, "scorefn-on", models=both, batching=True)),
         ("scorefn off", partial(work.host, "scorefn-off", models=both, batching=False)),
     ]
+    if telemetry:
+        host = partial(work.host, "scorefn-telemetry", models=both, batching=True, telemetry=True)
+        servers.insert(1, ("scorefn telemetry", host))
     for h in handlers:
         label = "floor" if h == "inline" else f"floor {h.removesuffix('pool')}"
         floor = partial(work.floor, label.replace(" ", "-"), models=both, handler=h)
@@ -1007,7 +1046,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.only in (None, "throughput"):
             print("throughput", flush=True)
-            for label, make in _servers(work, handlers):
+            for label, make in _servers(work, handlers, telemetry=args.telemetry):
                 with running(make()) as server:
                     rows += bench_server(server, label, bodies, concurrency=concurrency, opts=opts)
         if args.only in (None, "router"):

@@ -9,6 +9,10 @@
     scorefn token --endpoint fraud [--role R]        a dev token (local mode)
     scorefn invoke --endpoint fraud --data '{...}'   score through the router
     scorefn deploy -g RG --endpoint endpoints/fraud.yaml [--dry-run]   Azure rollout
+    scorefn stats fraud                              per deployment: req/s, p50/p99, errors,
+                                                     batch size, mirror agreement (Prometheus)
+    scorefn batch submit|status|list|resume fraud ...   batch jobs (shared/batch/cli.py)
+    scorefn models push models/fraud [--version V]   upload a package to the model store
 
 Commands that touch storage take ``--storage`` (a connection string; default: the
 router's setting, ``AzureWebJobsStorage``, else Azurite's ``UseDevelopmentStorage=true``).
@@ -217,6 +221,19 @@ def _parser() -> argparse.ArgumentParser:
     from shared.deploy.cli import add_deploy_parser
 
     add_deploy_parser(sub)
+    from shared.telemetry.cli import add_stats_parser
+
+    add_stats_parser(sub)
+
+    from shared.rollout.cli import add_rollout_parser
+
+    add_rollout_parser(sub)
+    from shared.batch.cli import add_batch_parser
+
+    add_batch_parser(sub)
+    from shared.modelstore.cli import add_models_parser
+
+    add_models_parser(sub)
     return parser
 
 

@@ -10,10 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["AppSettings", "BatchSettings", "RouterSettings", "ScoringSettings"]
+__all__ = [
+    "AppSettings",
+    "BatchSettings",
+    "RouterSettings",
+    "ScoringSettings",
+    "TELEMETRY_EXPORTERS",
+    "TelemetrySettings",
+]
 
 
 class AppSettings(BaseSettings):
@@ -60,6 +67,73 @@ class ScoringSettings(BaseSettings):
         description=(
             "fail start-up unless onnxruntime can really run on CUDA here (GPU deployments: "
             "a replica without a working GPU must not serve slowly on CPU)"
+        ),
+    )
+    hop_audience: str | None = Field(
+        default=None,
+        description=(
+            "hop authentication: the audience (api://... or client id) of the router's "
+            "tokens; when set, every route but health and docs needs such a bearer token "
+            "(401 otherwise); unset = off"
+        ),
+    )
+    hop_tenant: str | None = Field(
+        default=None,
+        description="hop authentication: tenant id whose issuer signs hop tokens (required)",
+    )
+    hop_local_issuer: str | None = Field(
+        default=None,
+        description=(
+            "hop authentication in local mode: base URL of the dev token issuer "
+            "(http://127.0.0.1:7070) trusted instead of Entra ID; never set in Azure"
+        ),
+    )
+    hop_allowed_clients: str = Field(
+        default="",
+        description=(
+            "hop authentication: comma-separated client (application) or object ids of "
+            "the identities allowed to call (the router's); empty = any for the audience"
+        ),
+    )
+    model_store: str = Field(
+        default="",
+        description=(
+            "many models: blob service URL (https://<account>.blob.core.windows.net, reached "
+            "with the managed identity) or connection string of the account whose "
+            "model_store_container holds packages as <name>/<version>/...; set, models load "
+            "on demand into a bounded working set instead of all from models_dir at start"
+        ),
+    )
+    model_store_container: str = Field(
+        default="models", description="container of model packages (scorefn models push)"
+    )
+    model_store_models: str = Field(
+        default="*",
+        description=(
+            "models served from the store: comma-separated pattern[:policy] rules, pattern a "
+            "name or fnmatch pattern (sales-*), policy latest (default), all, or versions "
+            "joined by | (1|3); the first matching rule wins"
+        ),
+    )
+    model_store_refresh_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="how often the store is re-listed (a pushed version serves after it)",
+    )
+    model_cache_dir: Path = Field(
+        default=Path(".scorefn/model-cache"),
+        description="local folder of downloaded, verified packages",
+    )
+    max_loaded_models: int = Field(
+        default=20, ge=1, description="most models loaded at once (least recently used go)"
+    )
+    max_memory_mb: int = Field(
+        default=4096,
+        ge=1,
+        description=(
+            "most memory of loaded models, each measured as resident memory growth across "
+            "its load and warm-up (at least its ONNX files' size)"
         ),
     )
 
@@ -117,6 +191,49 @@ class RouterSettings(BaseSettings):
         ge=1,
         description="largest request body forwarded; larger bodies get 413",
     )
+    hop_audience: str | None = Field(
+        default=None,
+        description=(
+            "audience of the scoring apps' hop authentication (api://... or client id): "
+            "forwarded and mirrored requests carry a bearer token for it from the router's "
+            "managed identity; unset = no token is sent"
+        ),
+    )
+    hop_client_id: str | None = Field(
+        default=None,
+        description=(
+            "client id of the user-assigned managed identity hop tokens come from; "
+            "unset = the system-assigned identity"
+        ),
+    )
+    blobs_url: str | None = Field(
+        default=None,
+        description=(
+            "blob service URL (https://<account>.blob.core.windows.net) holding the rollout "
+            "lock, reached with the managed identity; unset = the storage connection string"
+        ),
+    )
+    state_flush_s: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "how often an instance writes bandit counts, request ids and rollout outcome "
+            "windows to table storage (and re-reads arm statistics)"
+        ),
+    )
+    outcome_bucket_s: int = Field(
+        default=10, ge=1, le=3600, description="length of one rollout outcome bucket (s)"
+    )
+    rollout_schedule: str = Field(
+        default="*/10 * * * * *",
+        description="NCRONTAB schedule of the timer that evaluates rollout gates",
+    )
+    rollout_lease_s: int = Field(
+        default=15,
+        ge=15,
+        le=60,
+        description="blob lease of the one instance acting on rollouts (renewed each run)",
+    )
 
 
 class BatchSettings(BaseSettings):
@@ -149,6 +266,13 @@ class BatchSettings(BaseSettings):
         description=(
             "queue of chunk messages; its poison queue is '<queue>-poison'. Give each "
             "deployment that plans batch jobs its own queue"
+        ),
+    )
+    plan_queue: str = Field(
+        default="batch-plans-{deployment}",
+        description=(
+            "queue of plan messages (job API, resume) of a deployment; '{deployment}' is "
+            "replaced by the deployment's name (the router sends there, the app listens)"
         ),
     )
     endpoints: str = Field(
@@ -198,3 +322,116 @@ class BatchSettings(BaseSettings):
     model_wait_s: float = Field(
         default=300.0, gt=0, description="how long a worker waits for the models to load"
     )
+    max_concurrent_chunks: int = Field(
+        default=2,
+        ge=1,
+        description=(
+            "chunks one worker process scores at once (their reads and writes overlap; more "
+            "leased messages wait to score); bounds CPU oversubscription"
+        ),
+    )
+
+
+TELEMETRY_EXPORTERS = ("none", "console", "otlp", "prometheus", "azure_monitor")
+"""Values of ``SCOREFN_TELEMETRY_EXPORTER`` (a comma-separated list)."""
+
+
+class TelemetrySettings(BaseSettings):
+    """Traces, metrics and data collection of any app (prefix ``SCOREFN_TELEMETRY_``).
+
+    Off by default: with ``exporter`` ``none``, no connection string and ``collect_rate``
+    0, ``shared.telemetry.setup_telemetry`` installs nothing and the hot path pays one
+    flag check. In Azure, ``APPLICATIONINSIGHTS_CONNECTION_STRING`` (set by Bicep) turns
+    on the Azure Monitor exporter for traces and metrics.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SCOREFN_TELEMETRY_", extra="ignore")
+
+    exporter: str = Field(
+        default="none",
+        description=(
+            "comma-separated exporters: none | console (traces and metrics as JSON lines, "
+            "to console_path or stdout) | otlp (OTLP/HTTP to otlp_endpoint) | prometheus "
+            "(metrics only, scraped at GET /metrics of the local host) | azure_monitor"
+        ),
+    )
+    console_path: str = Field(
+        default="", description="file the console exporter appends to; empty = stdout"
+    )
+    otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4318",
+        description="OTLP/HTTP collector base URL (traces to /v1/traces, metrics to /v1/metrics)",
+    )
+    sample_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description=(
+            "share of new traces recorded (a caller's sampled traceparent is always followed)"
+        ),
+    )
+    export_interval_s: float = Field(
+        default=10.0, gt=0, description="how often console/OTLP/Azure Monitor metrics are pushed"
+    )
+    service_name: str = Field(
+        default="", description="service.name of the resource; empty = scorefn-<role>"
+    )
+    endpoint: str = Field(
+        default="",
+        description=(
+            "scoring apps: the endpoint this deployment serves, for metric labels and "
+            "collected data paths (empty: labels '' and paths 'default')"
+        ),
+    )
+    applicationinsights_connection_string: str | None = Field(
+        default=None,
+        validation_alias="APPLICATIONINSIGHTS_CONNECTION_STRING",
+        description="Application Insights connection string; when set, Azure Monitor is on",
+    )
+    collect_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description=(
+            "data collection: share of scoring requests whose inputs and outputs are "
+            "written to blob (0 = off)"
+        ),
+    )
+    collect_storage: str = Field(
+        default="UseDevelopmentStorage=true",
+        validation_alias=AliasChoices("SCOREFN_TELEMETRY_COLLECT_STORAGE", "AzureWebJobsStorage"),
+        description="connection string of the account receiving collected data",
+    )
+    collect_container: str = Field(
+        default="data-collection",
+        description="container of collected data: <endpoint>/<deployment>/yyyy/mm/dd/hh/*.jsonl",
+    )
+
+    collect_max_queue_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "bytes of records held in memory awaiting upload; records past it are dropped "
+            "and counted (storage slow or down costs at most this much memory)"
+        ),
+    )
+    collect_max_record_bytes: int = Field(
+        default=1024 * 1024,
+        ge=256,
+        description="largest record (request plus response) collected; larger are dropped",
+    )
+    collect_flush_s: float = Field(
+        default=5.0, gt=0, description="longest time a collected record waits for upload"
+    )
+
+    @field_validator("exporter")
+    @classmethod
+    def _known_exporters(cls, value: str) -> str:
+        names = [part.strip().lower() for part in value.split(",") if part.strip()]
+        unknown = sorted(set(names) - set(TELEMETRY_EXPORTERS))
+        if unknown:
+            raise ValueError(
+                f"unknown exporter(s) {', '.join(unknown)}; expected a comma-separated "
+                f"list of {', '.join(TELEMETRY_EXPORTERS)}"
+            )
+        return ",".join(names) or "none"

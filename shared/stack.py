@@ -4,7 +4,9 @@ Starts Azurite (or reuses one already listening), stores the endpoint spec in it
 ``endpoints`` table, starts the dev token issuer (port 7070), one local Functions host
 per deployment of the spec (``APP_ROLE=scoring``, the deployment's models, its
 ``local_port``) and the router (``APP_ROLE=router``, port 7071, local mode trusting that
-dev issuer), waits until every host is ready, prints the URLs and a ready-to-paste
+dev issuer; hop authentication on: the router's ``ManagedIdentityCredential`` gets its
+tokens from the dev issuer's managed-identity endpoint and the deployments accept only
+those), waits until every host is ready, prints the URLs and a ready-to-paste
 ``curl`` through the router with a fresh token, and on Ctrl-C (SIGINT) or SIGTERM stops
 every child and frees the ports. ``port_shift`` is added to every port.
 """
@@ -25,7 +27,14 @@ from types import FrameType
 
 import httpx
 
-from shared.auth.dev_issuer import DEFAULT_KEY_FILE, DEV_TENANT, DevIssuer
+from shared.auth.dev_issuer import (
+    DEFAULT_KEY_FILE,
+    DEV_IDENTITY_CLIENT_ID,
+    DEV_TENANT,
+    MSI_PATH,
+    DevIssuer,
+    identity_header_secret,
+)
 from shared.errors import ScorefnError
 from shared.localhost.azurite import AzuriteProcess, StorageEndpoints
 from shared.localhost.runner import HostProcess, wait_for_http
@@ -50,6 +59,8 @@ AZURITE_PORTS = (10000, 10001, 10002)
 ISSUER_PORT = 7070
 ROUTER_PORT = 7071
 EXAMPLE_ROW = [5000, 3, 0.95, 400, 1, 25, 20, 0]
+LOCAL_HOP_AUDIENCE = "api://scorefn-scoring"
+"""Audience of the router's hop tokens in the local stack (hop authentication)."""
 
 
 @dataclass
@@ -98,6 +109,25 @@ class Stack:
         tenant = auth.tenants[0] if auth.tenants else DEV_TENANT
         return issuer.mint_token(auth.audiences[0], roles, tenant)
 
+    @property
+    def identity_header_file(self) -> Path:
+        """The dev issuer's managed-identity endpoint secret (``IDENTITY_HEADER``)."""
+        return self.key_file.parent / "identity-header"
+
+    def hop_token(self) -> str:
+        """A hop token as the router's identity gets it: a deployment accepts it directly."""
+        issuer = DevIssuer.from_key_file(self.key_file, self.issuer_url)
+        return issuer.identity_token(LOCAL_HOP_AUDIENCE)["access_token"]
+
+    def hop_env(self) -> dict[str, str]:
+        """Settings turning hop authentication on in a deployment's host."""
+        return {
+            "SCOREFN_HOP_AUDIENCE": LOCAL_HOP_AUDIENCE,
+            "SCOREFN_HOP_TENANT": DEV_TENANT,
+            "SCOREFN_HOP_LOCAL_ISSUER": self.issuer_url,
+            "SCOREFN_HOP_ALLOWED_CLIENTS": DEV_IDENTITY_CLIENT_ID,
+        }
+
     def url(self, deployment: DeploymentSpec) -> str:
         """Base URL of a deployment's host."""
         assert deployment.local_port is not None
@@ -117,11 +147,13 @@ class Stack:
         self.endpoint_key = apply_endpoint(self.connection_string, self.spec)
         logs = opts.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        identity_header = identity_header_secret(self.identity_header_file)
         self.issuer = start_dev_issuer(
             ISSUER_PORT + opts.port_shift,
             key_file=self.key_file,
             log_path=logs / "dev-issuer.log",
             timeout=opts.ready_timeout,
+            identity_header_file=self.identity_header_file,
         )
         for d in self.spec.deployments:
             if d.local_port is None:
@@ -140,6 +172,7 @@ class Stack:
                     "SCOREFN_MODELS_DIR": str(ROOT / "models"),
                     "SCOREFN_BATCHING": "true" if d.batching else "false",
                     "AzureWebJobsStorage": self.connection_string,
+                    **self.hop_env(),
                 },
             )
             self.hosts[d.name] = host
@@ -153,6 +186,8 @@ class Stack:
             port_shift=opts.port_shift,
             host_id=f"{self.spec.name}-router",
             log_path=logs / "router.log",
+            hop_audience=LOCAL_HOP_AUDIENCE,
+            identity_header=identity_header,
         )
         self.router.start(timeout=opts.ready_timeout)
 
@@ -207,14 +242,18 @@ def start_dev_issuer(
     log_path: Path,
     timeout: float = 60.0,
     python: str = sys.executable,
+    identity_header_file: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Launch ``python -m shared.auth.dev_issuer`` on 127.0.0.1:``port`` signing with
     ``key_file`` (created if absent); return once its metadata document answers.
 
     ``python`` is the interpreter to run it with (a wrapper may pin it to a core).
+    ``identity_header_file``: also serve the managed-identity endpoint with that secret.
     """
     command = [python, "-m", "shared.auth.dev_issuer", "--port", str(port)]
     command += ["--key-file", str(key_file)]
+    if identity_header_file is not None:
+        command += ["--identity-header-file", str(identity_header_file)]
     with log_path.open("ab") as out:
         issuer = subprocess.Popen(
             command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
@@ -252,9 +291,25 @@ def router_host(
     host_id: str | None = None,
     log_path: Path | None = None,
     python: str = sys.executable,
+    hop_audience: str | None = None,
+    identity_header: str | None = None,
 ) -> HostProcess:
     """The router as a local host (not started): ``APP_ROLE=router`` reading endpoints
-    from ``storage`` and trusting the dev issuer at ``issuer_url`` (local mode)."""
+    from ``storage`` and trusting the dev issuer at ``issuer_url`` (local mode).
+
+    With ``hop_audience`` (and the dev issuer's ``identity_header`` secret) it sends hop
+    tokens for that audience, from ``ManagedIdentityCredential`` pointed at the dev
+    issuer's managed-identity endpoint, as in Azure.
+    """
+    hop: dict[str, str] = {}
+    if hop_audience is not None:
+        if identity_header is None:
+            raise ValueError("hop_audience needs the dev issuer's identity_header secret")
+        hop = {
+            "SCOREFN_ROUTER_HOP_AUDIENCE": hop_audience,
+            "IDENTITY_ENDPOINT": issuer_url.rstrip("/") + MSI_PATH,
+            "IDENTITY_HEADER": identity_header,
+        }
     return HostProcess(
         "function_app:app",
         port=port,
@@ -269,6 +324,7 @@ def router_host(
             "SCOREFN_ROUTER_LOCAL_ISSUER": issuer_url,
             "SCOREFN_ROUTER_PORT_SHIFT": str(port_shift),
             "AzureWebJobsStorage": storage,
+            **hop,
         },
     )
 
@@ -351,7 +407,10 @@ def run_stack(options: StackOptions) -> int:
             + (f" --issuer-url {stack.issuer_url}" if options.port_shift else "")
         )
         first = stack.url(spec.deployments[0])
-        print("Or a deployment directly:\n  " + example_curl(first))
+        print(
+            "Or a deployment directly (hop authentication: the router's token):\n  "
+            + example_curl(first, authorization=f"Bearer {stack.hop_token()}")
+        )
         print("\nCtrl-C stops everything.", flush=True)
         stop.wait()
         print("\nstopping...", flush=True)

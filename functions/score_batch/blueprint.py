@@ -2,6 +2,8 @@
 
 - ``batch_plan``: an Event Grid-source blob trigger on ``batch-input/{endpoint}/{name}``
   (the local host scans the container instead) plans the job and fans out chunks.
+- ``batch_plan_message``: a queue trigger on this deployment's plan queue plans a job the
+  router's job API recorded (or a resumed job that had failed at planning).
 - ``batch_chunk``: a queue trigger on the chunk queue scores one chunk.
 - ``batch_poison``: a queue trigger on ``<queue>-poison`` records a chunk whose message
   the host dead-lettered, so its job still ends.
@@ -35,6 +37,11 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 )
 def batch_plan(blob: func.InputStream) -> None:
     service.plan((blob.name or "").partition("/")[2])  # name is "container/blob"
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=service.plans, connection="AzureWebJobsStorage")
+def batch_plan_message(msg: func.QueueMessage) -> None:
+    service.plan_message(msg.get_body())
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=_settings.queue, connection="AzureWebJobsStorage")

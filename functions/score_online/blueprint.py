@@ -65,6 +65,26 @@ async def model_version_infer(req: func.HttpRequest) -> func.HttpResponse:
     return await handlers.guarded(handlers.infer, req)
 
 
+@bp.route(route="v2/repository/index", methods=["POST"], auth_level=_ANON)
+async def repository_index(req: func.HttpRequest) -> func.HttpResponse:
+    return await handlers.guarded(handlers.repository_index, req)
+
+
+@bp.route(route="v2/repository/models/{model}/load", methods=["POST"], auth_level=_ANON)
+async def repository_load(req: func.HttpRequest) -> func.HttpResponse:
+    return await handlers.guarded(handlers.repository_load, req)
+
+
+@bp.route(route="v2/repository/models/{model}/unload", methods=["POST"], auth_level=_ANON)
+async def repository_unload(req: func.HttpRequest) -> func.HttpResponse:
+    return await handlers.guarded(handlers.repository_unload, req)
+
+
+@bp.route(route="v2/repository/stats", methods=["GET"], auth_level=_ANON)
+async def repository_stats(req: func.HttpRequest) -> func.HttpResponse:
+    return await handlers.guarded(handlers.repository_stats, req)
+
+
 @bp.route(route="score", methods=["POST"], auth_level=_ANON)
 async def score(req: func.HttpRequest) -> func.HttpResponse:
     return await handlers.guarded(handlers.score, req)

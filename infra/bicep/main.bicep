@@ -69,6 +69,9 @@ param createEntraApp bool = false
 @description('Tags for every resource.')
 param tags object = {}
 
+@description('Audience of hop authentication: the router sends a token for it from its managed identity on every forwarded request; the scoring apps accept only such tokens, and only from the router identity. Default: the endpoint\'s Entra app (modules/entra-app.bicep, v2 tokens).')
+param hopAudience string = 'api://scorefn-${endpointName}'
+
 var suffix = take(uniqueString(resourceGroup().id, namePrefix, endpointName), 6)
 var baseName = '${namePrefix}-${suffix}'
 var allTags = union(tags, {
@@ -86,6 +89,10 @@ var routerDefaults = {
   mirror_max_in_flight: '64'
   mirror_timeout_s: '10.0'
   max_body_bytes: '104857600'
+  state_flush_s: '1.0'
+  outcome_bucket_s: '10'
+  rollout_schedule: '*/10 * * * * *'
+  rollout_lease_s: '15'
 }
 var batchDefaults = {
   input_container: 'batch-input'
@@ -99,15 +106,29 @@ var batchDefaults = {
   error_threshold: '0.1'
   max_dequeue_count: '5'
   model_wait_s: '300.0'
+  max_concurrent_chunks: '2'
 }
 // One chunk queue (and its poison queue) per deployment: a deployment's workers must only
 // see the chunks of the jobs it planned (BatchSettings.queue).
 var chunkQueues = [for d in deployments: 'chunks-${d.name}']
 var poisonQueues = [for d in deployments: 'chunks-${d.name}-poison']
+// One plan queue per deployment (BatchSettings.plan_queue 'batch-plans-{deployment}'): the
+// router's job API sends a job's plan message to the deployment that scores it.
+var planQueues = [for d in deployments: 'batch-plans-${d.name}']
+var planPoisonQueues = [for d in deployments: 'batch-plans-${d.name}-poison']
 var scoringDefaults = {
   models_dir: '/home/site/wwwroot/models'
   max_body_bytes: '104857600'
   request_timeout_s: '30.0'
+  // Many models (off unless model_store is set): the blob service URL, e.g.
+  // 'https://<account>.blob.core.windows.net', read with the scoring identity.
+  model_store: ''
+  model_store_container: 'models'
+  model_store_models: '*'
+  model_store_refresh_s: '5.0'
+  model_cache_dir: '.scorefn/model-cache'
+  max_loaded_models: '20'
+  max_memory_mb: '4096'
 }
 
 module monitoring 'modules/monitoring.bicep' = {
@@ -125,7 +146,7 @@ module storage 'modules/storage.bicep' = {
     location: location
     name: 'st${replace(namePrefix, '-', '')}${suffix}'
     tags: allTags
-    queues: concat(chunkQueues, poisonQueues)
+    queues: concat(chunkQueues, poisonQueues, planQueues, planPoisonQueues)
   }
 }
 
@@ -176,6 +197,7 @@ module router 'modules/router.bicep' = {
     identityClientId: identities.outputs.routerClientId
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     alwaysReadyInstances: routerAlwaysReady
+    hopAudience: hopAudience
     settings: union(routerDefaults, routerSettings)
   }
 }
@@ -202,6 +224,9 @@ module scoring 'modules/scoring.bicep' = if (deployScoring) {
     identityClientId: identities.outputs.scoringClientId
     storageAccountName: storage.outputs.name
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    hopAudience: hopAudience
+    hopTenantId: tenant().tenantId
+    hopAllowedClients: identities.outputs.routerClientId
     settings: union(scoringDefaults, scoringSettings)
     batchSettings: union(batchDefaults, batchSettings)
   }

@@ -7,6 +7,8 @@
 * ``roles``: ``require_role`` — 403 unless the principal holds the role;
 * ``bearer``: the ``Authorization`` header in, the ``WWW-Authenticate`` challenge out;
 * ``keys``: ``EndpointKeys`` — primary / secondary endpoint keys, stored as salted hashes;
+* ``hop_tokens``: ``HopTokens`` — the router's own token for the hop to deployments, cached;
+* ``hop_guard``: ``HopGuard`` — a scoring app letting in only the router's token;
 * ``dev_issuer``: the local OIDC issuer (not imported here: it pulls in Starlette).
 
 Errors are ``shared.errors.AuthenticationError`` (401) and ``PermissionDeniedError`` (403).

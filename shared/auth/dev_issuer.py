@@ -5,7 +5,16 @@ For local mode only. It serves, on loopback only,
 * ``GET /{tenant}/v2.0/.well-known/openid-configuration`` (names the ``jwks_uri``), and
 * ``GET /{tenant}/discovery/v2.0/keys`` (the JWKS),
 
-the same paths as ``login.microsoftonline.com``, and mints access tokens shaped like
+the same paths as ``login.microsoftonline.com``, and, when started with an identity
+header secret,
+
+* ``GET /msi/token?resource=...&api-version=2019-08-01[&client_id=...]`` (header
+  ``X-IDENTITY-HEADER: <secret>``),
+
+the App Service / Azure Functions managed-identity endpoint: a process whose environment
+has ``IDENTITY_ENDPOINT=http://127.0.0.1:<port>/msi/token`` and ``IDENTITY_HEADER=<secret>``
+gets tokens from azure-identity's ``ManagedIdentityCredential`` here, as it would in Azure
+(the local router's hop tokens). It mints access tokens shaped like
 Entra's whose ``iss`` is ``http://127.0.0.1:<port>/<tenant>/v2.0``. A validator accepts
 them only when its policy was built with ``Authority.local_dev(<that base URL>)``; with
 the default Entra authority the issuer check refuses them (and ``Authority`` itself
@@ -52,6 +61,9 @@ __all__ = [
     "DEFAULT_KEY_FILE",
     "DEFAULT_PORT",
     "DEV_APP_ID",
+    "DEV_IDENTITY_CLIENT_ID",
+    "MSI_PATH",
+    "identity_header_secret",
     "DEV_TENANT",
     "DevIssuer",
     "main",
@@ -65,6 +77,11 @@ DEV_TENANT: Final = "00000000-0000-4000-8000-00000000de7e"
 """Tenant id of minted tokens unless another is given."""
 DEV_APP_ID: Final = "00000000-0000-4000-8000-0000000c11e7"
 """Client application id (``azp``/``appid``) and default subject of minted tokens."""
+DEV_IDENTITY_CLIENT_ID: Final = "00000000-0000-4000-8000-00000000a1d0"
+"""Client id of managed-identity tokens asked for without a ``client_id``."""
+MSI_PATH: Final = "/msi/token"
+"""Path of the managed-identity endpoint (``IDENTITY_ENDPOINT``)."""
+_MSI_LIFETIME_S: Final = 3600.0
 _KEY_BITS: Final = 2048
 
 
@@ -172,8 +189,23 @@ class DevIssuer:
             headers={"kid": self.kid, "typ": "JWT"},
         )
 
-    def app(self) -> Starlette:
-        """The ASGI app serving the metadata and JWKS (run it with uvicorn)."""
+    def identity_token(self, resource: str, client_id: str | None = None) -> dict[str, str]:
+        """The managed-identity endpoint's answer: a token for ``resource`` (an audience,
+        as azure-identity sends it) whose ``azp`` and ``oid`` are ``client_id``."""
+        client = client_id or DEV_IDENTITY_CLIENT_ID
+        lifetime = _MSI_LIFETIME_S
+        token = self.mint_token(resource, (), lifetime=lifetime, subject=client, app_id=client)
+        return {
+            "access_token": token,
+            "expires_on": str(int(self._now() + lifetime)),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": client,
+        }
+
+    def app(self, *, identity_header: str | None = None) -> Starlette:
+        """The ASGI app serving the metadata and JWKS (run it with uvicorn), and with
+        ``identity_header`` (a secret) the managed-identity endpoint at ``MSI_PATH``."""
 
         async def metadata(request: Request) -> JSONResponse:
             return JSONResponse(self.metadata(request.path_params["tenant"]))
@@ -181,12 +213,30 @@ class DevIssuer:
         async def keys(request: Request) -> JSONResponse:
             return JSONResponse(self.jwks())
 
-        return Starlette(
-            routes=[
-                Route("/{tenant}/v2.0/.well-known/openid-configuration", metadata),
-                Route("/{tenant}/discovery/v2.0/keys", keys),
-            ]
-        )
+        async def identity(request: Request) -> JSONResponse:
+            given = request.headers.get("x-identity-header", "")
+            if identity_header is None or not secrets.compare_digest(given, identity_header):
+                return _msi_error(401, "X-IDENTITY-HEADER is missing or wrong")
+            resource = request.query_params.get("resource", "").strip()
+            if not resource:
+                return _msi_error(400, "the resource query parameter (an audience) is required")
+            if request.query_params.get("mi_res_id") or request.query_params.get("object_id"):
+                return _msi_error(400, "only client_id selects an identity here")
+            client_id = request.query_params.get("client_id")
+            return JSONResponse(self.identity_token(resource, client_id))
+
+        routes = [
+            Route("/{tenant}/v2.0/.well-known/openid-configuration", metadata),
+            Route("/{tenant}/discovery/v2.0/keys", keys),
+        ]
+        if identity_header is not None:
+            routes.append(Route(MSI_PATH, identity))
+        return Starlette(routes=routes)
+
+
+def _msi_error(status: int, message: str) -> JSONResponse:
+    # The App Service endpoint's error shape, which azure-identity reports.
+    return JSONResponse({"statusCode": status, "message": message}, status_code=status)
 
 
 def _new_private_key() -> rsa.RSAPrivateKey:
@@ -208,6 +258,27 @@ def _public_jwk(public_key: rsa.RSAPublicKey) -> dict[str, str]:
         "n": jwk["n"],
         "e": jwk["e"],
     }
+
+
+def identity_header_secret(path: Path) -> str:
+    """The managed-identity endpoint's ``IDENTITY_HEADER`` secret kept in ``path`` (created
+    with mode 0600 if absent), so the issuer and the processes it serves agree on it
+    without putting it on a command line."""
+    try:
+        secret = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return identity_header_secret(path)
+        secret = secrets.token_urlsafe(32)
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(secret)
+        return secret
+    if not secret:
+        raise ValueError(f"{path}: the identity header secret file is empty")
+    return secret
 
 
 def _load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
@@ -252,6 +323,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scope", action="append", default=[], help="scope (repeatable)")
     parser.add_argument("--tenant", default=DEV_TENANT)
     parser.add_argument("--lifetime", type=float, default=3600.0, help="seconds")
+    parser.add_argument(
+        "--identity-header-file",
+        type=Path,
+        help=(
+            f"serve the managed-identity endpoint at {MSI_PATH}; its IDENTITY_HEADER secret "
+            "is kept in this file (created if absent)"
+        ),
+    )
     args = parser.parse_args(argv)
 
     host = f"[{args.host}]" if ":" in args.host else args.host
@@ -271,7 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn  # only when serving: minting needs no server
 
     print(f"dev issuer: {issuer.issuer(args.tenant)} (kid {issuer.kid})", file=sys.stderr)
-    uvicorn.run(issuer.app(), host=args.host, port=args.port, log_level="warning")
+    secret = None
+    if args.identity_header_file is not None:
+        secret = identity_header_secret(args.identity_header_file)
+    app = issuer.app(identity_header=secret)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

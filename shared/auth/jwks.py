@@ -31,6 +31,7 @@ from shared.auth.authority import Authority, is_loopback_url
 from shared.auth.checks import ALGORITHM
 from shared.auth.quoting import quoted
 from shared.errors import AuthenticationError
+from shared.telemetry.state import TELEMETRY
 
 __all__ = ["DEFAULT_MAX_AGE_S", "DEFAULT_REFETCH_INTERVAL_S", "JwksClient"]
 
@@ -151,7 +152,11 @@ class JwksClient:
         except _FetchError as exc:
             entry.failure = str(exc)
             entry.jwks_uri = None  # discover again next time: the metadata may have moved
+            if TELEMETRY.metrics is not None:
+                TELEMETRY.metrics.jwks_fetch("failed")
             return
+        if TELEMETRY.metrics is not None:
+            TELEMETRY.metrics.jwks_fetch("ok")
         entry.jwks_uri = uri
         entry.keys = keys
         entry.fetched_at = entry.attempted_at

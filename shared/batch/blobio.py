@@ -18,10 +18,12 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobClient
 
 from shared.errors import BatchInputError
+from shared.telemetry.tracing import traced
 
 __all__ = ["BlobRangeReader", "BlockBlobWriter", "read_range"]
 
 
+@traced("scorefn.blob.read")
 def read_range(blob: BlobClient, etag: str, offset: int, length: int) -> bytes:
     """``length`` bytes at ``offset`` of the version ``etag`` of ``blob``."""
     if length <= 0:

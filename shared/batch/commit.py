@@ -10,18 +10,22 @@ Every blob is written whole under a fixed name, so committing twice is harmless.
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from azure.storage.blob import BlobClient, ContainerClient
+from azure.storage.blob import BlobBlock, BlobClient, ContainerClient
 
 from shared.batch.blobio import BlobRangeReader, BlockBlobWriter, read_range
 from shared.batch.formats import Format
@@ -30,10 +34,18 @@ from shared.batch.naming import output_prefix, staging_prefix
 from shared.batch.outcome import Decision, decide
 from shared.batch.scoring import ROW_COLUMN
 from shared.batch.staging import read_errors, read_manifest, read_part
+from shared.telemetry.tracing import traced
 
 __all__ = ["CommitResult", "commit_job", "count_line_rows"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_PARALLEL = 4
+"""Staged parts a commit reads and converts at once."""
+_BLOCK = 64 * 1024 * 1024
+"""Largest block staged for CSV predictions (a chunk's text is split into such blocks)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,7 @@ def _failed_rows(job: JobRecord, source: BlobClient, span: tuple[int, int]) -> i
     return count_line_rows(read_range(source, job.etag, start, end - start))
 
 
+@traced("scorefn.batch.commit")
 def commit_job(
     job: JobRecord,
     *,
@@ -68,16 +81,18 @@ def commit_job(
 ) -> CommitResult:
     """Write the job's outputs; returns the decision and the summary written."""
     started = time.time()
-    fmt = Format(job.format)
+    fmt = Format(job.options.get("output_format") or job.format)
     prefix = output_prefix(job.endpoint, job.job)
     first_rows: list[int] = []
-    manifests: dict[int, dict[str, Any]] = {}
     failed_counts: dict[int, int] = {}
+    done = [c for c in range(job.chunks) if bit_set(job.done, c)]
+    with ThreadPoolExecutor(_PARALLEL, thread_name_prefix="scorefn-commit") as pool:
+        read = pool.map(lambda chunk: read_manifest(staging, job.job, chunk), done)
+        manifests: dict[int, dict[str, Any]] = dict(zip(done, read, strict=True))
     total = 0
     for chunk in range(job.chunks):
         first_rows.append(total)
-        if bit_set(job.done, chunk):
-            manifests[chunk] = read_manifest(staging, job.job, chunk)
+        if chunk in manifests:
             total += int(manifests[chunk]["rows"])
         else:
             _, start, end = job.failures.get(chunk, ("chunk failed", 0, 0))
@@ -112,6 +127,7 @@ def commit_job(
         "input": input_path,
         "etag": job.etag,
         "format": job.format,
+        "resumes": job.resumes,
         "deployment": job.deployment,
         "model": f"{job.model}:{job.version}",
         "rows": total,
@@ -174,6 +190,20 @@ def _write_errors(
     writer.commit()
 
 
+def _ordered(
+    pool: ThreadPoolExecutor, work: Callable[[int], T], items: range, window: int
+) -> Iterator[T]:
+    """``work(i)`` for each of ``items``, run in ``pool`` with at most ``window`` in flight,
+    yielded in order (memory stays bounded by the window, not the job)."""
+    pending: deque[Future[T]] = deque()
+    for item in items:
+        pending.append(pool.submit(work, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def _write_predictions(
     job: JobRecord,
     fmt: Format,
@@ -181,30 +211,49 @@ def _write_predictions(
     target: BlobClient,
     first_rows: list[int],
 ) -> None:
-    writer = BlockBlobWriter(target)
-    parquet: pq.ParquetWriter | None = None
-    schema: pa.Schema | None = None
-    for chunk in range(job.chunks):
+    """Parts are read and converted ``_PARALLEL`` at a time (pyarrow and the network
+    release the GIL). CSV: each chunk's text is staged as blocks of ``target`` named by
+    chunk, then one block list commits them in order. Parquet: parts are written in order
+    through one ``ParquetWriter``."""
+    schema = read_part(staging, job.job, 0).schema if job.chunks else None
+
+    def part(chunk: int) -> pa.Table:
         table = read_part(staging, job.job, chunk)
         rows = pc.add(table[ROW_COLUMN], pa.scalar(first_rows[chunk], pa.int64()))
         table = table.set_column(0, ROW_COLUMN, rows)
-        if schema is None:
-            schema = table.schema
-        else:
-            table = table.cast(schema)
+        return table if schema is None else table.cast(schema)
+
+    with ThreadPoolExecutor(_PARALLEL, thread_name_prefix="scorefn-commit") as pool:
         if fmt is Format.PARQUET:
-            if parquet is None:
-                parquet = pq.ParquetWriter(pa.PythonFile(writer, mode="w"), schema)
-            parquet.write_table(table)
-        else:
+            writer = BlockBlobWriter(target)
+            parquet: pq.ParquetWriter | None = None
+            for table in _ordered(pool, part, range(job.chunks), _PARALLEL):
+                if parquet is None:
+                    parquet = pq.ParquetWriter(pa.PythonFile(writer, mode="w"), table.schema)
+                parquet.write_table(table)
+            if parquet is not None:
+                parquet.close()
+            writer.commit()
+            return
+
+        def csv_blocks(chunk: int) -> list[BlobBlock]:
             buffer = io.BytesIO()
             pacsv.write_csv(
-                table, buffer, write_options=pacsv.WriteOptions(include_header=chunk == 0)
+                part(chunk), buffer, write_options=pacsv.WriteOptions(include_header=chunk == 0)
             )
-            writer.write(buffer.getvalue())
-    if parquet is not None:
-        parquet.close()
-    writer.commit()
+            view = buffer.getbuffer()
+            blocks = []
+            for j, start in enumerate(range(0, max(1, len(view)), _BLOCK)):
+                block_id = base64.b64encode(f"chunk-{chunk:08d}-{j:06d}".encode()).decode()
+                target.stage_block(block_id, bytes(view[start : start + _BLOCK]))
+                blocks.append(BlobBlock(block_id=block_id))
+            del view
+            return blocks
+
+        block_list = [
+            b for blocks in _ordered(pool, csv_blocks, range(job.chunks), _PARALLEL) for b in blocks
+        ]
+    target.commit_block_list(block_list)
 
 
 def delete_staging(staging: ContainerClient, job: str) -> None:

@@ -23,7 +23,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 
 __all__ = [
     "JobRecord",
@@ -55,6 +55,11 @@ def bit_count(bits: str) -> int:
     return int(bits or "0", 16).bit_count()
 
 
+
+def _int(value: Any) -> int:
+    """An entity's integer: Int64 properties come back as ``EntityProperty``."""
+    return int(value.value if isinstance(value, EntityProperty) else value)
+
 @dataclass(frozen=True)
 class JobRecord:
     """One job, as stored."""
@@ -82,6 +87,17 @@ class JobRecord:
     planned: float = 0.0
     finished: float = 0.0
     reason: str = ""
+    container: str = ""
+    """Input container (empty: the app's input container)."""
+    queue: str = ""
+    """Chunk queue of the deployment that planned the job (resume re-enqueues there)."""
+    plan_queue: str = ""
+    """Plan queue of that deployment (resume of a job that failed at planning)."""
+    options: dict[str, str] = field(default_factory=dict)
+    """What the submitter asked for: ``model``, ``version``, ``id_columns``,
+    ``output_format``; empty for a job started by a blob drop."""
+    resumes: int = 0
+    """How many times the job was resumed; chunk messages of older rounds are stale."""
     etag_entity: str = ""
     """The entity's ETag when read (for guarded updates)."""
 
@@ -104,7 +120,7 @@ class JobRecord:
             "blob": self.blob,
             "etag": self.etag,
             "url": self.url,
-            "size": self.size,
+            "size": EntityProperty(self.size, EdmType.INT64),  # files over 2 GiB: not Int32
             "format": self.format,
             "model": self.model,
             "version": self.version,
@@ -119,6 +135,11 @@ class JobRecord:
             "planned": self.planned,
             "finished": self.finished,
             "reason": self.reason,
+            "container": self.container,
+            "queue": self.queue,
+            "plan_queue": self.plan_queue,
+            "options": orjson.dumps(self.options).decode(),
+            "resumes": self.resumes,
         }
 
     @classmethod
@@ -132,7 +153,7 @@ class JobRecord:
             blob=e["blob"],
             etag=e["etag"],
             url=e["url"],
-            size=int(e.get("size", 0)),
+            size=_int(e.get("size", 0)),
             format=e.get("format", ""),
             model=e.get("model", ""),
             version=e.get("version", ""),
@@ -150,6 +171,11 @@ class JobRecord:
             planned=float(e.get("planned", 0.0)),
             finished=float(e.get("finished", 0.0)),
             reason=e.get("reason", ""),
+            container=e.get("container", ""),
+            queue=e.get("queue", ""),
+            plan_queue=e.get("plan_queue", ""),
+            options={str(k): str(v) for k, v in orjson.loads(e.get("options") or "{}").items()},
+            resumes=int(e.get("resumes", 0)),
             etag_entity=str(entity.metadata.get("etag", "")),
         )
 
@@ -181,6 +207,25 @@ class JobLedger:
         assert stored is not None
         return stored, True
 
+    def store_plan(self, record: JobRecord) -> JobRecord:
+        """Store a planned job (state ``planning``, ``chunks`` set): insert it, or fill in
+        the job when it was recorded unplanned (by the job API, or by a resume after it
+        failed at planning). Returns the job as stored: another planner's when it got
+        there first."""
+        stored, created = self.create(record)
+        if created:
+            return stored
+
+        def fill(current: JobRecord) -> JobRecord | None:
+            if current.state != "planning" or current.chunks > 0:
+                return None
+            return dataclasses.replace(
+                record, created=current.created, options=current.options, resumes=current.resumes
+            )
+
+        stored, _ = self.update(record.endpoint, record.job, fill)
+        return stored
+
     def get(self, endpoint: str, job: str) -> JobRecord | None:
         """The job, or None."""
         self._ensure()
@@ -188,6 +233,16 @@ class JobLedger:
             return JobRecord.from_entity(self._table.get_entity(endpoint, job))
         except ResourceNotFoundError:
             return None
+
+    def recent(self, endpoint: str, limit: int = 50) -> list[JobRecord]:
+        """The endpoint's jobs, newest first (at most ``limit``)."""
+        self._ensure()
+        jobs = [
+            JobRecord.from_entity(e)
+            for e in self._table.query_entities("PartitionKey eq @p", parameters={"p": endpoint})
+        ]
+        jobs.sort(key=lambda j: j.created, reverse=True)
+        return jobs[:limit]
 
     def update(
         self, endpoint: str, job: str, change: Callable[[JobRecord], JobRecord | None]

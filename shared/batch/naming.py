@@ -18,6 +18,8 @@ __all__ = [
     "staging_prefix",
     "chunk_blob",
     "output_prefix",
+    "plan_blob",
+    "plan_queue_name",
 ]
 
 _MODEL_FOLDER = "model="
@@ -76,3 +78,14 @@ def chunk_blob(job: str, chunk: int, kind: str) -> str:
 def output_prefix(endpoint: str, job: str) -> str:
     """Folder of a job's outputs in the output container."""
     return f"{endpoint}/{job}/"
+
+
+def plan_blob(job: str) -> str:
+    """Staged plan of a job: its chunk ranges, read back by resume."""
+    return f"{job}/plan.json"
+
+
+def plan_queue_name(template: str, deployment: str) -> str:
+    """The plan queue of ``deployment``: ``template`` with ``{deployment}`` replaced
+    (queue names are lower case)."""
+    return template.replace("{deployment}", deployment).lower()

@@ -115,6 +115,10 @@ def _empty(spec: TensorSpec) -> np.ndarray:
 
 def _arrow(values: np.ndarray) -> pa.Array:
     if values.dtype == object or values.dtype.kind in "SU":
+        try:  # str / UTF-8 bytes: converted in C, no Python loop
+            return pa.array(values, type=pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
         return pa.array(
             [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values],
             type=pa.string(),

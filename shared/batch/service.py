@@ -11,7 +11,9 @@ import contextlib
 import csv
 import dataclasses
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pyarrow as pa
@@ -24,10 +26,11 @@ from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from shared.batch.blobio import BlobRangeReader, read_range
 from shared.batch.commit import commit_job, delete_staging
 from shared.batch.formats import Format, format_for
+from shared.batch.jobs import write_plan
 from shared.batch.ledger import TERMINAL, JobLedger, JobRecord
 from shared.batch.mapping import bind_inputs, check_columns, pick_id_columns
-from shared.batch.messages import ChunkMessage
-from shared.batch.naming import job_id, output_prefix, parse_input_name
+from shared.batch.messages import ChunkMessage, PlanMessage
+from shared.batch.naming import job_id, output_prefix, parse_input_name, plan_queue_name
 from shared.batch.planning import chunk_target, line_chunks, row_group_chunks
 from shared.batch.reading import ChunkRows, read_csv_chunk, read_jsonl_chunk, read_parquet_chunk
 from shared.batch.retry import Action, action_for
@@ -37,12 +40,16 @@ from shared.errors import BatchInputError, NotFoundError
 from shared.pipeline.spec import PackageSpec
 from shared.serving.dataplane import DataPlane
 from shared.settings import BatchSettings
+from shared.telemetry.state import TELEMETRY
+from shared.telemetry.tracing import current_traceparent, message_carrier, traced
 
 __all__ = ["BatchService"]
 
 log = logging.getLogger(__name__)
 
 _WINDOW = 64 * 1024
+_PLAN_THREADS = 8
+"""Ranged reads (cut search) and message sends a planner runs at once."""
 
 
 class BatchService:
@@ -53,6 +60,7 @@ class BatchService:
         self.plane = plane
         self.deployment = deployment
         service = BlobServiceClient.from_connection_string(settings.storage)
+        self._blobs = service
         self.inputs = service.get_container_client(settings.input_container)
         self.staging = service.get_container_client(settings.staging_container)
         self.output = service.get_container_client(settings.output_container)
@@ -62,8 +70,11 @@ class BatchService:
         self.queue = QueueClient.from_connection_string(
             settings.storage, settings.queue, message_encode_policy=TextBase64EncodePolicy()
         )
+        self.plans = plan_queue_name(settings.plan_queue, deployment)
+        """This deployment's plan queue (the job API and resume send plan messages there)."""
         self._endpoints = {e.strip() for e in settings.endpoints.split(",") if e.strip()}
         self._containers_ready = False
+        self._scoring = threading.BoundedSemaphore(settings.max_concurrent_chunks)
 
     def _ensure_containers(self) -> None:
         if self._containers_ready:
@@ -103,7 +114,8 @@ class BatchService:
                 "job %s of %s exists (%s); duplicate event ignored", job, where, existing.state
             )
             return existing
-        record = JobRecord(
+        options = {"model": parsed.model or "", "version": parsed.version or ""}
+        record = existing or JobRecord(
             endpoint=parsed.endpoint,
             job=job,
             state="planning",
@@ -111,22 +123,61 @@ class BatchService:
             etag=etag,
             url=blob.url,
             size=int(props.size),
-            deployment=self.deployment,
+            container=self.settings.input_container,
+            options={k: v for k, v in options.items() if v},
             created=time.time(),
         )
+        return self._plan_job(record)
+
+    def plan_message(self, body: bytes) -> JobRecord | None:
+        """Plan the recorded job a plan message names (job API, resume); None when it
+        is gone or already planned."""
+        message = PlanMessage.loads(body)
+        record = self.ledger.get(message.endpoint, message.job)
+        if record is None or record.state != "planning":
+            return record
+        self._ensure_containers()
+        return self._plan_job(record)
+
+    def _source(self, job: JobRecord) -> BlobClient:
+        container = job.container or self.settings.input_container
+        return self._blobs.get_blob_client(container, job.blob)
+
+    @traced("scorefn.batch.plan")
+    def _plan_job(self, record: JobRecord) -> JobRecord:
+        where = f"{record.container or self.settings.input_container}/{record.blob}"
+        record = dataclasses.replace(
+            record, deployment=self.deployment, queue=self.settings.queue, plan_queue=self.plans
+        )
         try:
-            record, messages = self._plan(record, blob, parsed.model, parsed.version, where)
+            record, spans = self._plan(record, self._source(record), where)
         except BatchInputError as exc:
             return self._fail_planning(record, str(exc), where)
-        stored, _ = self.ledger.create(record)
-        if stored.state != "planning":
-            return stored
-        for message in messages:
+        stored = self.ledger.store_plan(record)
+        if stored.state != "planning" or stored.chunks != len(spans):
+            return stored  # another planner stored its plan first and sends its chunks
+        write_plan(self.staging, stored.job, spans)
+        traceparent = current_traceparent()
+
+        def send(chunk: int) -> None:
+            a, b = spans[chunk]
+            message = ChunkMessage(
+                endpoint=stored.endpoint,
+                job=stored.job,
+                chunk=chunk,
+                start=a,
+                end=b,
+                round=stored.resumes,
+                traceparent=traceparent,
+            )
             self.queue.send_message(message.dumps().decode("utf-8"))
+
+        with ThreadPoolExecutor(_PLAN_THREADS, thread_name_prefix="scorefn-plan") as pool:
+            list(pool.map(send, range(len(spans))))  # the first error propagates
         stored, _ = self.ledger.transition(
             stored.endpoint, stored.job, frozenset({"planning"}), "running", planned=time.time()
         )
-        log.info("job %s: %s planned in %d chunk(s)", job, where, stored.chunks)
+        log.info("job %s: %s planned in %d chunk(s)", stored.job, where, stored.chunks)
         self._maybe_commit(stored, was_committing=False)
         return stored
 
@@ -178,15 +229,10 @@ class BatchService:
             raise BatchInputError(str(exc)) from exc
 
     def _plan(
-        self,
-        record: JobRecord,
-        blob: BlobClient,
-        model: str | None,
-        version: str | None,
-        where: str,
-    ) -> tuple[JobRecord, list[ChunkMessage]]:
+        self, record: JobRecord, blob: BlobClient, where: str
+    ) -> tuple[JobRecord, list[tuple[int, int]]]:
         fmt = format_for(where)
-        spec = self._spec(model, version)
+        spec = self._spec(record.options.get("model"), record.options.get("version"))
         label = f"{spec.name}:{spec.version}"
         bindings = bind_inputs(spec)
         size, etag = record.size, record.etag
@@ -239,9 +285,11 @@ class BatchService:
                     )
                 available = list(document)
             target = chunk_target(size, self.settings.chunk_bytes, self.settings.max_chunks)
-            spans = line_chunks(size, header_end, target, next_line_end)
+            with ThreadPoolExecutor(_PLAN_THREADS, thread_name_prefix="scorefn-plan") as pool:
+                spans = line_chunks(size, header_end, target, next_line_end, each=pool.map)
         check_columns(available, bindings, where=where, model=label)
-        ids = pick_id_columns(available, bindings, self.settings.id_columns, where=where)
+        configured = record.options.get("id_columns", self.settings.id_columns)
+        ids = pick_id_columns(available, bindings, configured, where=where)
         record = dataclasses.replace(
             record,
             format=fmt.value,
@@ -251,13 +299,10 @@ class BatchService:
             header_end=header_end,
             chunks=len(spans),
         )
-        messages = [
-            ChunkMessage(endpoint=record.endpoint, job=record.job, chunk=i, start=a, end=b)
-            for i, (a, b) in enumerate(spans)
-        ]
-        return record, messages
+        return record, spans
 
     # ------------------------------------------------------------------ score
+    @traced("scorefn.batch.chunk", carrier=lambda self, body, *_: message_carrier(body))
     def process(self, body: bytes, dequeue_count: int) -> None:
         """Score one chunk message (attempt ``dequeue_count``); commit if it was the last.
 
@@ -275,6 +320,9 @@ class BatchService:
             try:
                 manifest = self._score(job, message)
             except Exception as exc:
+                if message.round < job.resumes:
+                    log.info("stale chunk %d of job %s dropped", message.chunk, job.job)
+                    return
                 action = action_for(exc, dequeue_count, self.settings.max_dequeue_count)
                 if action is Action.RETRY:
                     raise
@@ -309,7 +357,7 @@ class BatchService:
         self.plane.wait_loaded(self.settings.model_wait_s)
         model = self.plane.model(job.model, job.version)
         bindings = bind_inputs(model.spec)
-        blob = self.inputs.get_blob_client(job.blob)
+        blob = self._source(job)
         fmt = Format(job.format)
         chunk: ChunkRows
         if fmt is Format.PARQUET:
@@ -323,7 +371,8 @@ class BatchService:
             else:
                 chunk = read_jsonl_chunk(body, bindings, job.id_columns)
         read_s = time.perf_counter() - started
-        scored = score_chunk(model, chunk)
+        with self._scoring:  # reads and writes overlap; CPU-bound scoring is bounded
+            scored = score_chunk(model, chunk)
         seconds = time.perf_counter() - started
         manifest: dict[str, float | int] = {
             "chunk": message.chunk,
@@ -344,6 +393,8 @@ class BatchService:
         job = self.ledger.get(message.endpoint, message.job)
         if job is None or job.state in TERMINAL or job.chunk_ended(message.chunk):
             return
+        if message.round < job.resumes:
+            return  # a message of a round before the job was resumed
         job, _ = self.ledger.mark_chunk(
             job.endpoint,
             job.job,
@@ -373,11 +424,11 @@ class BatchService:
             return
         result = commit_job(
             job,
-            source=self.inputs.get_blob_client(job.blob),
+            source=self._source(job),
             staging=self.staging,
             output=self.output,
             error_threshold=self.settings.error_threshold,
-            input_path=f"{self.settings.input_container}/{job.blob}",
+            input_path=f"{job.container or self.settings.input_container}/{job.blob}",
         )
         decision = result.decision
         self.ledger.transition(
@@ -389,5 +440,16 @@ class BatchService:
             finished=time.time(),
         )
         log.info("job %s %s %s", job.job, decision.status, decision.reason)
+        if TELEMETRY.metrics is not None:
+            summary = result.summary
+            TELEMETRY.metrics.batch_job(
+                job.endpoint,
+                self.deployment,
+                f"{job.model}:{job.version}",
+                decision.status,
+                predicted=int(summary.get("predicted", 0)),
+                failed=int(summary.get("failed_rows", 0)),
+                seconds=time.time() - job.created,
+            )
         if decision.status == "succeeded":
             delete_staging(self.staging, job.job)

@@ -32,6 +32,7 @@ __all__ = [
     "OutputBinding",
     "QueueOutput",
     "blob_argument",
+    "blob_properties",
     "decode_message",
     "encode_message",
 ]

@@ -7,6 +7,11 @@ the ``azure-webjobs-hosts`` container, ``blobreceipts/<hostId>/Host.Functions.<n
 <etag>/<container>/<blob>``; a restarted host reads them back and does not fire again for a
 blob it already processed, while a blob overwritten since (new ETag) fires again.
 
+An ``InputStream`` parameter gets a ``BlobStream``: name, URL, length and properties at
+once, the content only as the function reads it (ranged reads of the version that fired),
+so a huge blob is never held in memory by the host. ``bytes`` / ``str`` parameters get the
+whole content, as in Azure.
+
 A failing invocation is retried on later scans, up to host.json ``maxDequeueCount``
 attempts in all; then the blob is recorded as poison: an error is logged, a message naming
 it is sent to the ``webjobs-blobtrigger-poison`` queue and a receipt with status ``poison``
@@ -28,9 +33,11 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.storage.blob.aio import ContainerClient
+from azure.storage.blob import BlobServiceClient as SyncBlobServiceClient
+from azure.storage.blob.aio import BlobClient, ContainerClient
 
-from shared.localhost.bindings import blob_argument, encode_message
+from shared.localhost.bindings import blob_argument, blob_properties, encode_message
+from shared.localhost.blobstream import BlobStream
 from shared.localhost.expressions import BlobPathPattern
 from shared.localhost.invocation import Invoker
 from shared.localhost.storage import StorageAccounts, ensure_container, ensure_queue
@@ -105,8 +112,10 @@ class BlobListener:
         source: str = "LogsAndContainerScan",
         shutdown_timeout: float = 10.0,
     ) -> None:
-        """``annotation`` of the trigger parameter picks the argument type (bytes, str or
-        InputStream); ``message_encoding`` applies to the poison-queue message."""
+        """``annotation`` of the trigger parameter picks the argument type: bytes or str
+        (the content, downloaded before the call) or, by default, an InputStream that
+        reads the blob lazily (``BlobStream``); ``message_encoding`` applies to the
+        poison-queue message."""
         self.invoker = invoker
         self.pattern = BlobPathPattern(path)
         self.connection = connection
@@ -123,6 +132,8 @@ class BlobListener:
         self._done: set[BlobVersion] = set()
         self._attempts: dict[BlobVersion, int] = {}
         self._running: dict[BlobVersion, asyncio.Task[None]] = {}
+        self._sync_service: SyncBlobServiceClient | None = None
+        """Reads of ``BlobStream`` arguments (functions run in threads, not on the loop)."""
 
     def stop(self) -> None:
         """Ask ``run`` to stop scanning and return once running invocations finish."""
@@ -154,6 +165,8 @@ class BlobListener:
             )
             for task in pending:
                 task.cancel()  # no receipt was written: the blob is processed again later
+        if self._sync_service is not None:
+            self._sync_service.close()
 
     async def _scan(self, container: ContainerClient, receipts: BlobReceipts) -> None:
         prefix = self.pattern.prefix or None
@@ -188,21 +201,11 @@ class BlobListener:
         name, etag = version
         async with self._parallelism:
             blob = container.get_blob_client(name)
+            path = f"{container.container_name}/{name}"
             try:
-                download = await blob.download_blob(
-                    etag=f'"{etag}"', match_condition=MatchConditions.IfNotModified
-                )
-                content = await download.readall()
+                argument = await self._argument(blob, etag, path)
             except (ResourceNotFoundError, ResourceModifiedError):
                 return  # deleted or changed since listed: the next scan sees what is there
-            path = f"{container.container_name}/{name}"
-            argument = blob_argument(
-                self._annotation,
-                data=content,
-                name=path,
-                uri=blob.url,
-                properties=download.properties,
-            )
             data: dict[str, Any] = dict(values)
             data.update(blobtrigger=path, uri=blob.url)
             attempt = self._attempts.get(version, 0) + 1
@@ -244,6 +247,35 @@ class BlobListener:
             )
             self._attempts.pop(version, None)
             self._done.add(version)
+
+    async def _argument(self, blob: BlobClient, etag: str, path: str) -> Any:
+        """``bytes`` / ``str`` parameters get the content; an ``InputStream`` (the default)
+        a ``BlobStream`` that reads nothing until the function reads it."""
+        quoted, unchanged = f'"{etag}"', MatchConditions.IfNotModified
+        if self._annotation in (bytes, str):
+            download = await blob.download_blob(etag=quoted, match_condition=unchanged)
+            content = await download.readall()
+            return blob_argument(
+                self._annotation,
+                data=content,
+                name=path,
+                uri=blob.url,
+                properties=download.properties,
+            )
+        properties = await blob.get_blob_properties(etag=quoted, match_condition=unchanged)
+        if self._sync_service is None:
+            self._sync_service = SyncBlobServiceClient.from_connection_string(
+                self._storage.connection_string(self.connection)
+            )
+        return BlobStream(
+            self._sync_service.get_blob_client(blob.container_name, blob.blob_name),
+            etag=quoted,
+            name=path,
+            uri=blob.url,
+            length=int(properties.size),
+            blob_properties=blob_properties(properties),
+            metadata=dict(properties.metadata or {}),
+        )
 
     async def _report_poison(self, container: str, version: BlobVersion) -> None:
         name, etag = version

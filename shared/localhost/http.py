@@ -12,7 +12,9 @@ or while reading a body sent without it), 429 over host.json ``maxOutstandingReq
 500 when the function raises (the exception is logged; the host keeps serving).
 
 ``GET /admin/host/status`` answers ``{"state": "Running", ...}`` for readiness checks; it
-needs no key.
+needs no key. ``GET /metrics`` is the Prometheus scrape of the served app's process when
+its telemetry exporter is ``prometheus`` (``shared.telemetry``); otherwise a route like
+any other.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from shared.localhost.auth import KEY_HEADER, KEY_QUERY_PARAMETER, HostKeys
 from shared.localhost.hostjson import HttpOptions
 from shared.localhost.invocation import Invoker
 from shared.localhost.routes import RouteTable
+from shared.telemetry.prometheus import CONTENT_TYPE, METRICS_PATH, scrape
+from shared.telemetry.state import TELEMETRY
 
 __all__ = ["STATUS_PATH", "FunctionsAsgiApp", "HttpFunction"]
 
@@ -111,18 +115,19 @@ class FunctionsAsgiApp:
         if path == STATUS_PATH and method in ("GET", "HEAD"):
             await self._send_status(send)
             return
+        if path == METRICS_PATH and method == "GET" and TELEMETRY.prometheus is not None:
+            await self._send_metrics(send)
+            return
         found = self.routes.match(method, path)
         if found is None:
             await self._error(send, 404, f"no function matches {method} {path}")
             return
         route, route_values = found
         target = route.target
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in scope["headers"]:
-            name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("latin-1")
-            previous = headers.get(name)
-            headers[name] = value if previous is None else f"{previous}, {value}"
+        raw = scope["headers"]
+        headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in raw}
+        if len(headers) != len(raw):  # a repeated header: join its values
+            headers = _joined_headers(raw)
         query: bytes = scope["query_string"]
         params = _query_params(query) if query else {}
         if self._keys.enforced and not self._keys.allows(
@@ -233,7 +238,11 @@ class FunctionsAsgiApp:
                 if lower in _DROPPED_HEADERS:
                     continue
                 has_type = has_type or lower == "content-type"
-                raw_headers.append((lower.encode("latin-1"), _header_bytes(header_value)))
+                try:  # inline rather than _header_bytes: this runs per header per response
+                    encoded = header_value.encode("latin-1")
+                except UnicodeEncodeError:
+                    encoded = header_value.encode("utf-8")
+                raw_headers.append((lower.encode("latin-1"), encoded))
             if not has_type:
                 mimetype = value.mimetype
                 content_type = (
@@ -275,6 +284,15 @@ class FunctionsAsgiApp:
         headers = [_JSON, (b"content-length", str(len(body)).encode("latin-1"))]
         await self._send(send, status, headers, body)
 
+    async def _send_metrics(self, send: Send) -> None:
+        """The Prometheus scrape (exporter ``prometheus``); needs no key, like status."""
+        body = scrape() or b""
+        headers = [
+            (b"content-type", CONTENT_TYPE.encode("latin-1")),
+            (b"content-length", str(len(body)).encode("latin-1")),
+        ]
+        await self._send(send, 200, headers, body)
+
     async def _send_status(self, send: Send) -> None:
         document: dict[str, Any] = {
             "state": "Running",
@@ -285,6 +303,16 @@ class FunctionsAsgiApp:
         body = json.dumps(document).encode("utf-8")
         headers = [_JSON, (b"content-length", str(len(body)).encode("latin-1"))]
         await self._send(send, 200, headers, body)
+
+
+def _joined_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in raw:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        previous = headers.get(name)
+        headers[name] = value if previous is None else f"{previous}, {value}"
+    return headers
 
 
 def _query_params(query: bytes) -> dict[str, str]:

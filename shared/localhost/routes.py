@@ -33,6 +33,9 @@ T = TypeVar("T")
 
 Check = Callable[[str], bool]
 
+_RECENT_PATHS = 1024
+"""Parameterised paths whose match ``RouteTable`` remembers."""
+
 _LITERAL, _COMPLEX, _CONSTRAINED, _PARAMETER, _CATCH_ALL_CONSTRAINED, _CATCH_ALL = range(1, 7)
 
 
@@ -394,6 +397,10 @@ class RouteTable(Generic[T]):
             if literal_key is not None:
                 self._literal[literal_key] = (*self._literal.get(literal_key, ()), route)
         self._dynamic = tuple(route for route in ordered if route.template.regex is not None)
+        # Recent answers for parameterised paths: a service sees the same few paths (one
+        # endpoint, one model) over and over, and trying each route's regex costs more
+        # than the rest of the match. Bounded: cleared when full.
+        self._recent: dict[tuple[str, str], tuple[Route[T], dict[str, str]] | None] = {}
 
     def __iter__(self) -> Iterator[Route[T]]:
         return iter(self._routes)
@@ -414,9 +421,18 @@ class RouteTable(Generic[T]):
             for route in literal:
                 if route.allows(method):
                     return route, {}
+        key = (method, path)
+        if key in self._recent:
+            found = self._recent[key]
+            return None if found is None else (found[0], dict(found[1]))
+        found = None
         for route in self._dynamic:
             if route.allows(method):
                 values = route.template.match(path)
                 if values is not None:
-                    return route, values
-        return None
+                    found = (route, values)
+                    break
+        if len(self._recent) >= _RECENT_PATHS:
+            self._recent.clear()
+        self._recent[key] = found
+        return None if found is None else (found[0], dict(found[1]))

@@ -27,6 +27,13 @@ Giving up
     dropped too. A caller that gives up while its batch runs gets its error; the batch
     still completes for the others.
 
+Screening
+    An optional ``screen`` (a check that raises ``InputError``, such as the NaN/inf check
+    ``Model.batcher`` installs) runs on the worker once on each batch's concatenated
+    inputs, instead of once per request on the event loop. When it refuses a batch, it is
+    run again on each request of the batch: the requests it refuses fail with their own
+    error (its message counts rows within the request) and the others run as one batch.
+
 Errors
     ``OverloadedError`` when admitting a request would exceed ``max_queue_rows`` (a
     request is always admitted into an empty queue, so no size is refused forever);
@@ -46,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -59,12 +67,14 @@ from shared.errors import (
     DeadlineExceededError,
     EmptyBatchError,
     ExecutionError,
+    InputError,
     NotReadyError,
     OverloadedError,
     ScorefnError,
     ShapeError,
 )
 from shared.pipeline.spec import BatchingSpec
+from shared.telemetry.state import TELEMETRY
 
 __all__ = ["Batcher", "BatcherStats", "InlineExecutor", "Runner", "Tensors"]
 
@@ -147,6 +157,8 @@ class BatcherStats:
     """Requests whose timeout elapsed (queued or running)."""
     failed: int = 0
     """Requests failed with ``ExecutionError`` because their batch's run raised."""
+    refused: int = 0
+    """Requests failed with their ``InputError`` by the batch screen (NaN/inf...)."""
     batches: int = 0
     """Runner calls made (successful or not)."""
     rows: int = 0
@@ -170,21 +182,23 @@ class _Outcome:
     """What the worker thread hands back: the requests it ran and their outputs, or the
     exception the runner raised."""
 
-    __slots__ = ("error", "outputs", "ran", "rows", "seconds")
+    __slots__ = ("error", "outputs", "ran", "refused", "rows", "seconds")
 
     def __init__(
         self,
         ran: list[_Request],
         rows: int,
         outputs: list[Tensors] | None,
-        error: Exception | None,
+        error: BaseException | None,
         seconds: float,
+        refused: list[tuple[_Request, InputError]] | None = None,
     ) -> None:
         self.ran = ran
         self.rows = rows
         self.outputs = outputs
         self.error = error
         self.seconds = seconds
+        self.refused = refused
 
 
 def _signature(inputs: Tensors) -> tuple[int, _Signature]:
@@ -218,8 +232,15 @@ def _signature(inputs: Tensors) -> tuple[int, _Signature]:
 
 def _split(outputs: Tensors, ran: list[_Request], rows: int) -> list[Tensors]:
     """Each request's rows of every output, as views, in the order of ``ran``."""
-    if len(ran) == 1:
+    n = len(ran)
+    if n == 1:
         return [outputs]
+    if n == rows and len(outputs) == 1:
+        # One row per request (the common case under load) and one output: iterating a
+        # (rows, 1, ...) view yields the per-request views in C, not one slice each.
+        ((name, arr),) = outputs.items()
+        if arr.ndim >= 1 and arr.shape[0] == rows:
+            return [{name: v} for v in arr.reshape((rows, 1, *arr.shape[1:]))]
     per: list[Tensors] = [{} for _ in ran]
     for name, arr in outputs.items():
         if arr.ndim >= 1 and arr.shape[0] == rows:
@@ -235,6 +256,15 @@ def _split(outputs: Tensors, ran: list[_Request], rows: int) -> list[Tensors]:
             for out in per:
                 out[name] = shared
     return per
+
+
+def _concatenate(ran: list[_Request]) -> Tensors:
+    """The batch's inputs: the request's own when it is alone, else concatenated rows."""
+    if len(ran) == 1:
+        return ran[0].inputs
+    if not ran:
+        return {}
+    return {name: np.concatenate([r.inputs[name] for r in ran]) for name in ran[0].inputs}
 
 
 class InlineExecutor(concurrent.futures.Executor):
@@ -273,7 +303,8 @@ class Batcher:
 
     or ``async with Batcher(...) as batcher:``. ``executor`` defaults to a dedicated
     single-thread pool owned (and shut down) by the batcher; a given executor is only
-    borrowed. One batch runs at a time either way.
+    borrowed. One batch runs at a time either way. ``screen``, if given, checks each
+    batch's inputs on the worker (see *Screening* above).
     """
 
     def __init__(
@@ -283,10 +314,12 @@ class Batcher:
         *,
         name: str,
         executor: concurrent.futures.Executor | None = None,
+        screen: Callable[[Tensors], None] | None = None,
     ) -> None:
         self.name = name
         self.batching = batching
         self._run = run
+        self._screen = screen
         self._executor = executor
         self._owns_executor = executor is None
         self._max_rows = batching.max_batch_size if batching.enabled else 1
@@ -516,6 +549,8 @@ class Batcher:
         self._queued_rows -= rows
         self._stats.queue_wait_seconds += waited
         self._stats.recent_queue_wait.append(now - first.enqueued)
+        if TELEMETRY.metrics is not None:  # off by default: one attribute read
+            TELEMETRY.metrics.batch_sent(self.name, rows, now - first.enqueued)
         return batch, None
 
     async def _gather(self) -> None:
@@ -545,17 +580,22 @@ class Batcher:
             self._fail_queued()
 
     async def _dispatch(self, batch: list[_Request]) -> None:
-        """Run one batch on the worker and settle its callers' futures."""
+        """Run one batch on the worker; return once its callers' futures are settled."""
         loop = self._loop
-        assert loop is not None
+        executor = self._executor
+        assert loop is not None and executor is not None
         try:
-            if isinstance(self._executor, InlineExecutor):
-                # run_on_loop: the run happens here either way, and run_in_executor would
-                # add a future chained through call_soon_threadsafe (a self-pipe write and
-                # an extra loop iteration) per batch, which costs more than a tiny model.
-                outcome = self._execute(batch)
-            else:
-                outcome = await loop.run_in_executor(self._executor, self._execute, batch)
+            if isinstance(executor, InlineExecutor):
+                # run_on_loop: the run happens here either way, and an executor round trip
+                # (a self-pipe write and an extra loop iteration) costs more than a tiny model.
+                self._settle(self._execute(batch))
+                return
+            # The worker settles the callers itself, in one loop callback (_finish), rather
+            # than through run_in_executor's chained futures: one loop wakeup per batch,
+            # and the callers run in the same iteration as this task's next step.
+            settled: asyncio.Future[None] = loop.create_future()
+            executor.submit(self._work, batch, settled)
+            await settled
         except BaseException as exc:
             # The worker itself failed (executor shut down) or the loop was cancelled
             # while the batch ran: its callers must not hang.
@@ -568,7 +608,34 @@ class Batcher:
                     )
             raise
 
+    def _work(self, batch: list[_Request], settled: asyncio.Future[None]) -> None:
+        """Worker thread: run the batch, then hand the outcome to the loop."""
+        try:
+            outcome = self._execute(batch)
+        except BaseException as exc:  # _execute catches Exception; never leave it hanging
+            outcome = _Outcome(batch, sum(r.rows for r in batch), None, exc, 0.0)
+        loop = self._loop
+        assert loop is not None
+        # RuntimeError: the loop is closed; its callers were failed when it stopped.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._finish, outcome, settled)
+
+    def _finish(self, outcome: _Outcome, settled: asyncio.Future[None]) -> None:
+        """Loop callback: settle the batch's callers, then free the gather loop."""
+        try:
+            self._settle(outcome)
+        finally:
+            if not settled.done():
+                settled.set_result(None)
+
+    def _settle(self, outcome: _Outcome) -> None:
+        """Give each caller of a batch its outputs or its error."""
         stats = self._stats
+        if outcome.refused:
+            for request, input_error in outcome.refused:
+                if not request.future.done():
+                    stats.refused += 1
+                    request.future.set_exception(input_error)
         if outcome.ran:
             stats.batches += 1
             stats.rows += outcome.rows
@@ -612,21 +679,35 @@ class Batcher:
         # future from this thread is a plain state read; at worst a caller who gives up
         # this very instant is run anyway, exactly as if it had given up mid-run.
         ran = [r for r in batch if not r.future.done()]
-        if not ran:
-            return _Outcome(ran, 0, [], None, 0.0)
+        refused: list[tuple[_Request, InputError]] | None = None
         rows = 0
-        for r in ran:
-            rows += r.rows
         start = time.perf_counter()
         try:
-            if len(ran) == 1:
-                feeds = ran[0].inputs
-            else:
-                feeds = {
-                    name: np.concatenate([r.inputs[name] for r in ran]) for name in ran[0].inputs
-                }
+            feeds = _concatenate(ran)
+            if self._screen is not None and ran:
+                try:
+                    self._screen(feeds)
+                except InputError:
+                    # Single out the bad requests; the others still run, together.
+                    refused = []
+                    kept: list[_Request] = []
+                    for r in ran:
+                        try:
+                            self._screen(r.inputs)
+                            kept.append(r)
+                        except InputError as exc:
+                            refused.append((r, exc))
+                    ran = kept
+                    feeds = _concatenate(ran)
+            if not ran:
+                return _Outcome(ran, 0, [], None, 0.0, refused)
+            for r in ran:
+                rows += r.rows
             outputs = self._run(feeds)
             seconds = time.perf_counter() - start
-            return _Outcome(ran, rows, _split(outputs, ran, rows), None, seconds)
+            return _Outcome(ran, rows, _split(outputs, ran, rows), None, seconds, refused)
         except Exception as exc:
-            return _Outcome(ran, rows, None, exc, time.perf_counter() - start)
+            if not rows:
+                for r in ran:
+                    rows += r.rows
+            return _Outcome(ran, rows, None, exc, time.perf_counter() - start, refused)

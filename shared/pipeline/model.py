@@ -8,6 +8,7 @@ dynamic batcher calls. ``Model.predict`` validates first, for callers without a 
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from collections.abc import Mapping
@@ -17,10 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from shared.errors import ExecutionError, PackageError
+from shared.pipeline.batcher import Batcher
 from shared.pipeline.dtypes import from_numpy, to_numpy
-from shared.pipeline.spec import PackageSpec
+from shared.pipeline.spec import BatchingSpec, PackageSpec
 from shared.pipeline.steps import HookStep, OnnxStep, TensorInfo, build_step
-from shared.pipeline.validate import shape_text, validate_inputs
+from shared.pipeline.validate import Validator, shape_text
+from shared.telemetry.state import TELEMETRY
+from shared.telemetry.tracing import in_span, span
 
 __all__ = ["Model", "LoadStats", "example_inputs"]
 
@@ -69,6 +73,8 @@ class Model:
             and only._graph_outputs == only._outputs
         )
         self._single_run = only.session.run if only is not None else None
+        self._validator = Validator(spec)
+        self._validate = self._validator.validate
         self.stats = LoadStats(0.0, 0.0)
 
     @classmethod
@@ -155,13 +161,18 @@ class Model:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
         """Run every step on validated inputs; return the declared outputs."""
-        if self._single and self._single_run is not None:
+        if TELEMETRY.tracing and in_span():  # a batch chunk's run: one span per step
+            return self._run_traced(inputs)
+        if self._single_run is not None and self._single:
+            # One graph with the package's own names: session.run on the caller's dict.
+            names = self._output_names
             try:
-                feed = inputs if type(inputs) is dict else dict(inputs)
-                values = self._single_run(self._output_names, feed)
+                values = self._single_run(names, inputs if type(inputs) is dict else dict(inputs))
             except Exception as exc:
                 raise ExecutionError(f"model {self.key} failed: {exc}") from exc
-            return dict(zip(self._output_names, values, strict=True))
+            if len(names) == 1:
+                return {names[0]: values[0]}
+            return dict(zip(names, values, strict=True))
         tensors: Tensors = dict(inputs)
         for step in self.steps:
             step.run(tensors)
@@ -170,10 +181,56 @@ class Model:
         except KeyError as exc:
             raise ExecutionError(f"model {self.key} produced no output {exc}") from exc
 
-    def validate(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
-        """Validate (and safely cast) inputs against the signature."""
-        return validate_inputs(inputs, self.spec)
+    def _run_traced(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+        """``run`` with a span per step: ``scorefn.preprocess``, ``scorefn.infer`` (the
+        package's predict steps) or ``scorefn.postprocess``."""
+        tensors: Tensors = dict(inputs)
+        rows = next(iter(tensors.values())).shape[0] if tensors else 0
+        for step, step_spec in zip(self.steps, self.spec.steps, strict=True):
+            stage = "infer" if step_spec.stage == "predict" else step_spec.stage
+            attributes = {
+                "model": self.spec.name,
+                "version": self.spec.version,
+                "scorefn.step": step.label,
+                "rows": rows,
+            }
+            with span(f"scorefn.{stage}", attributes):
+                step.run(tensors)
+        try:
+            return {name: tensors[name] for name in self._output_names}
+        except KeyError as exc:
+            raise ExecutionError(f"model {self.key} produced no output {exc}") from exc
+
+    def validate(self, inputs: Mapping[str, np.ndarray], *, defer_finite: bool = False) -> Tensors:
+        """Validate (and safely cast) inputs against the signature.
+
+        ``defer_finite`` leaves out the NaN/inf check, for inputs queued into a batcher made
+        by ``batcher()``, which checks each whole batch on its worker instead.
+        """
+        return self._validate(inputs, defer_finite)
+
+    def check_finite(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """Raise ``NonFiniteError`` if validated ``inputs`` (one request's or a batch's)
+        hold NaN/inf where the package refuses them."""
+        self._validator.check_finite(inputs)
+
+    def batcher(
+        self,
+        batching: BatchingSpec | None = None,
+        *,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> Batcher:
+        """A dynamic batcher running this model; queue inputs validated with
+        ``validate(inputs, defer_finite=True)``: it checks NaN/inf once per batch on its
+        worker (and request by request only to single out a bad one)."""
+        return Batcher(
+            self.run,
+            self.spec.batching if batching is None else batching,
+            name=self.key,
+            executor=executor,
+            screen=self.check_finite if self._validator.checks_finite else None,
+        )
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
         """Validate then run: one call for callers without a batcher."""
-        return self.run(validate_inputs(inputs, self.spec))
+        return self.run(self._validate(inputs))

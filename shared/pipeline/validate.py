@@ -3,11 +3,20 @@
 Checks names, datatypes (with the package's allowed casts), rank and fixed dimensions,
 rows (present, and the same for every input), and NaN/inf. Every refusal is an
 ``InputError`` subclass naming the input, what came and what is allowed.
+
+``Validator`` is the per-request entry point: compiled once per package, it accepts
+inputs that already fit exactly (a dict of numpy arrays of the declared dtypes, ranks and
+fixed dims) with attribute comparisons only, and hands anything else to
+``validate_inputs``, the one place where casts are made and errors are worded. The
+NaN/inf check can be left to ``check_finite`` on a whole batch (``defer_finite``): the
+dynamic batcher does that once per batch on its worker, and re-checks request by request
+only when the batch holds a bad value, so the error still reaches exactly its request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +31,10 @@ from shared.errors import (
 from shared.pipeline.dtypes import from_numpy, to_numpy
 from shared.pipeline.spec import PackageSpec, TensorSpec
 
-__all__ = ["validate_inputs", "shape_text"]
+__all__ = ["Validator", "validate_inputs", "shape_text"]
+
+_isfinite = np.isfinite
+_all = np.logical_and.reduce
 
 
 def shape_text(shape: tuple[int, ...] | list[int]) -> str:
@@ -33,16 +45,25 @@ def shape_text(shape: tuple[int, ...] | list[int]) -> str:
 def _all_finite(arr: np.ndarray) -> bool:
     """True when no element is NaN or infinite.
 
-    NaN and +-inf propagate into a sum, so for FP16/FP32 a float64 sum (which cannot
-    overflow for them) decides with one reduction and no temporary array; FP64 sums could
-    overflow, so those take the element-wise check.
+    One element-wise ``isfinite`` and one reduction, called as ufuncs (``ndarray.all``'s
+    Python wrapper costs more than the check of a few rows). Exact for every float dtype:
+    no sum that could overflow, and no floating-point warnings.
     """
-    if arr.dtype.itemsize < 8:
-        return bool(np.isfinite(arr.sum(dtype=np.float64)))
-    return bool(np.isfinite(arr).all())
+    return bool(_all(_isfinite(arr), None))
 
 
-def _check_one(arr: np.ndarray, t: TensorSpec, spec: PackageSpec, model: str) -> np.ndarray:
+def _non_finite_error(arr: np.ndarray, name: str, model: str) -> NonFiniteError:
+    bad = int(np.argwhere(~np.isfinite(arr))[0][0])
+    return NonFiniteError(
+        name,
+        f"input '{name}' holds NaN or infinity (first at row {bad}); "
+        f"model {model} accepts finite values only",
+    )
+
+
+def _check_one(
+    arr: np.ndarray, t: TensorSpec, spec: PackageSpec, model: str, check_finite: bool
+) -> np.ndarray:
     got = from_numpy(arr.dtype)
     if got != t.datatype:
         if got is not None and (got, t.datatype) in spec.input_policy.casts:
@@ -64,21 +85,22 @@ def _check_one(arr: np.ndarray, t: TensorSpec, spec: PackageSpec, model: str) ->
             f"{shape_text(t.shape)} (-1 = any size)",
         )
     if (
-        not spec.input_policy.allow_non_finite
+        check_finite
+        and not spec.input_policy.allow_non_finite
         and arr.dtype.kind == "f"
         and not _all_finite(arr)
     ):
-        bad = int(np.argwhere(~np.isfinite(arr))[0][0])
-        raise NonFiniteError(
-            t.name,
-            f"input '{t.name}' holds NaN or infinity (first at row {bad}); "
-            f"model {model} accepts finite values only",
-        )
+        raise _non_finite_error(arr, t.name, model)
     return arr
 
 
-def validate_inputs(inputs: Mapping[str, np.ndarray], spec: PackageSpec) -> dict[str, np.ndarray]:
-    """Return the inputs, cast where the package allows, or raise an ``InputError``."""
+def validate_inputs(
+    inputs: Mapping[str, np.ndarray], spec: PackageSpec, *, check_finite: bool = True
+) -> dict[str, np.ndarray]:
+    """Return the inputs, cast where the package allows, or raise an ``InputError``.
+
+    ``check_finite=False`` leaves the NaN/inf check to the caller (``check_finite``).
+    """
     model = f"{spec.name}:{spec.version}"
     declared = spec.inputs
     if len(inputs) != len(declared) or any(t.name not in inputs for t in declared):
@@ -97,7 +119,7 @@ def validate_inputs(inputs: Mapping[str, np.ndarray], spec: PackageSpec) -> dict
     rows: int | None = None
     first = ""
     for t in declared:
-        arr = _check_one(np.asarray(inputs[t.name]), t, spec, model)
+        arr = _check_one(np.asarray(inputs[t.name]), t, spec, model, check_finite)
         if arr.ndim == 0 or arr.shape[0] == 0:
             raise EmptyBatchError(
                 t.name, f"input '{t.name}' has 0 rows; model {model} needs at least 1"
@@ -111,3 +133,95 @@ def validate_inputs(inputs: Mapping[str, np.ndarray], spec: PackageSpec) -> dict
             )
         out[t.name] = arr
     return out
+
+
+#: One declared input, compiled for the exact-fit test: name, numpy dtype, and its
+#: trailing dims (the first, rows, is dynamic and all others are fixed).
+_Compiled = tuple[str, np.dtype[Any], tuple[int, ...]]
+
+_ndarray = np.ndarray
+
+
+class Validator:
+    """``validate_inputs`` for one package, with a fast path for inputs that already fit.
+
+    The fast path only *accepts*: it compares types, dtypes, rows and trailing dims by
+    attribute, and anything it does not accept outright (a cast to make, a wrong name or
+    shape, a list instead of an array, a package with a dynamic or fixed dim it cannot
+    compare as a tuple...) goes to ``validate_inputs``, which casts or raises the same
+    typed error as always. ``validate`` is the same call with positional arguments only,
+    for hot paths (a keyword argument and ``__call__`` each cost a little more).
+    """
+
+    __slots__ = ("_fast", "_finite", "_model", "spec")
+
+    def __init__(self, spec: PackageSpec) -> None:
+        self.spec = spec
+        self._model = f"{spec.name}:{spec.version}"
+        fast: list[_Compiled] = []
+        for t in spec.inputs:
+            trailing = tuple(t.shape[1:])
+            if len(t.shape) >= 1 and t.shape[0] == -1 and all(d != -1 for d in trailing):
+                fast.append((t.name, to_numpy(t.datatype), trailing))
+        #: None when some input's shape needs the general check.
+        self._fast: tuple[_Compiled, ...] | None = (
+            tuple(fast) if len(fast) == len(spec.inputs) else None
+        )
+        #: Inputs the NaN/inf check applies to (floating-point ones, unless allowed).
+        self._finite = tuple(
+            t.name
+            for t in spec.inputs
+            if not spec.input_policy.allow_non_finite and to_numpy(t.datatype).kind == "f"
+        )
+
+    @property
+    def checks_finite(self) -> bool:
+        """True when the package refuses NaN/inf in at least one input."""
+        return bool(self._finite)
+
+    def __call__(
+        self, inputs: Mapping[str, np.ndarray], *, defer_finite: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Validated (and safely cast) inputs, or an ``InputError``.
+
+        With ``defer_finite`` the NaN/inf check is left out: the caller must run
+        ``check_finite`` on these inputs (or on a batch holding them) before running them.
+        """
+        return self.validate(inputs, defer_finite)
+
+    def validate(
+        self, inputs: Mapping[str, np.ndarray], defer_finite: bool = False
+    ) -> dict[str, np.ndarray]:
+        """``__call__`` with positional arguments."""
+        fast = self._fast
+        if fast is not None and type(inputs) is dict and len(inputs) == len(fast):
+            out: dict[str, np.ndarray] = {}
+            rows = 0
+            for name, dtype, trailing in fast:
+                arr = inputs.get(name)
+                if type(arr) is not _ndarray or arr.dtype is not dtype:
+                    break
+                shape = arr.shape
+                # shape[1:] == trailing also fixes the rank, except for a 0-d array.
+                if shape[1:] != trailing or not shape:
+                    break
+                n = shape[0]
+                if not n or (rows and n != rows):
+                    break
+                rows = n
+                out[name] = arr
+            else:
+                if not defer_finite:
+                    for name in self._finite:
+                        if not _all_finite(out[name]):
+                            raise _non_finite_error(out[name], name, self._model)
+                return out
+        return validate_inputs(inputs, self.spec, check_finite=not defer_finite)
+
+    def check_finite(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """Raise ``NonFiniteError`` when a checked input of validated ``inputs`` holds
+        NaN or infinity (the row in the message counts within ``inputs``)."""
+        for name in self._finite:
+            arr = inputs[name]
+            if not _all_finite(arr):
+                raise _non_finite_error(arr, name, self._model)

@@ -14,6 +14,7 @@ Which issuer is trusted is decided once, by the router's settings: the dev issue
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from shared.auth import (
@@ -29,10 +30,19 @@ from shared.errors import AuthenticationError, PermissionDeniedError
 from shared.routing.endpoint import AuthSpec
 from shared.routing.store import StoredEndpoint
 
-__all__ = ["Access", "EndpointAccess"]
+__all__ = ["Access", "EndpointAccess", "access_for_path"]
 
 Access = Literal["invoke", "admin"]
 """What a request wants to do: score, or read/change traffic."""
+
+_ADMIN_PATH = re.compile(r"v2/repository/models/[^/]+/(?:load|unload)/?")
+
+
+def access_for_path(path: str) -> Access:
+    """What forwarding ``path`` (under a deployment's ``/api/``) needs: the model
+    repository's ``load`` / ``unload`` change what a deployment holds (admin); every
+    other path scores or reads (invoke)."""
+    return "admin" if _ADMIN_PATH.fullmatch(path) else "invoke"
 
 
 class EndpointAccess:

@@ -1,10 +1,11 @@
-"""Forwarding to deployments over one pooled ``httpx.AsyncClient`` per process.
+"""Forwarding to deployments over one pooled HTTP/1.1 client per process.
 
-The client is created lazily, on the event loop that first uses it (an ``AsyncClient``
-belongs to one loop), with keep-alive pooling, a connect timeout short enough to fail
-over quickly and an overall deadline. Only end-to-end headers that matter to scoring are
-forwarded; the answer comes back with the deployment's status, body and headers, minus
-hop-by-hop ones.
+The client (``shared.routing.http1``) is created lazily, on the event loop that first
+uses it (its connections belong to one loop), with keep-alive pooling, a connect timeout
+short enough to fail over quickly and an overall deadline. Only end-to-end headers that
+matter to scoring are forwarded, plus the hop's own ``Authorization`` (a token of the
+router's identity from ``shared.auth.hop_tokens``, never the caller's); the answer comes
+back with the deployment's status, body and headers, minus hop-by-hop ones.
 
 Transport failures are translated once, here: a deployment that cannot be reached (or
 drops the connection before answering) raises ``Unreachable`` (the router may fail over:
@@ -20,9 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-import httpx
-
+from shared.auth.hop_tokens import HopTokens
 from shared.errors import DeadlineExceededError, UpstreamError
+from shared.routing.http1 import ConnectFailed, ConnectionDropped, Http1Client, MalformedAnswer
+from shared.telemetry.state import TELEMETRY
+from shared.telemetry.tracing import inject
 
 __all__ = ["FORWARDED_REQUEST_HEADERS", "Forwarded", "Forwarder", "Unreachable"]
 
@@ -65,7 +68,7 @@ class Unreachable(UpstreamError):
 
 @dataclass(frozen=True, slots=True)
 class Forwarded:
-    """A deployment's answer."""
+    """A deployment's answer (header names in lower case)."""
 
     deployment: str
     status: int
@@ -83,21 +86,21 @@ class Forwarder:
         timeout_s: float = 30.0,
         connect_timeout_s: float = 2.0,
         max_connections: int = 256,
+        hop_tokens: HopTokens | None = None,
     ) -> None:
-        self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
-        self._limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
-        self._client: httpx.AsyncClient | None = None
+        """``hop_tokens``: the router's own token, sent as ``Authorization`` on every
+        request (hop authentication); None sends none."""
+        self.hop_tokens = hop_tokens
+        self._timeout_s = timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._max_connections = max_connections
+        self._client: Http1Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> Http1Client:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            # trust_env=False: proxies from the environment must not capture the hop.
-            self._client = httpx.AsyncClient(
-                timeout=self._timeout, limits=self._limits, trust_env=False
-            )
+            self._client = Http1Client(max_connections=self._max_connections)
             self._loop = loop
         return self._client
 
@@ -117,28 +120,38 @@ class Forwarder:
         body: bytes,
         timeout_s: float | None = None,
     ) -> Forwarded:
-        """Send one request to ``url`` (a deployment's), return its answer."""
-        sent = {k: v for k, v in headers.items() if k.lower() in FORWARDED_REQUEST_HEADERS}
-        timeout = (
-            self._timeout
-            if timeout_s is None
-            else httpx.Timeout(timeout_s, connect=self._timeout.connect)
-        )
+        """Send one request to ``url`` (a deployment's), return its answer; ``headers``
+        have lower-case names (as ``RoutedRequest`` holds them).
+
+        The caller's ``Authorization`` is never forwarded; the hop carries the router's
+        own token when ``hop_tokens`` is set (``UpstreamError`` if none can be had).
+        """
+        sent = {k: v for k, v in headers.items() if k in FORWARDED_REQUEST_HEADERS}
+        if self.hop_tokens is not None:
+            sent["authorization"] = await self.hop_tokens.authorization()
+        if TELEMETRY.tracing:  # the current span's traceparent (shared.telemetry)
+            inject(sent)
         start = time.perf_counter()
         try:
-            response = await self._http().request(
-                method, url, headers=sent, content=body or None, timeout=timeout
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
-            raise Unreachable(deployment, type(exc).__name__) from exc
-        except httpx.TimeoutException as exc:
+            async with asyncio.timeout(self._timeout_s if timeout_s is None else timeout_s):
+                answer = await self._http().request(
+                    method,
+                    url,
+                    headers=sent,
+                    body=body,
+                    connect_timeout_s=self._connect_timeout_s,
+                )
+        except ConnectFailed as exc:
+            raise Unreachable(deployment, str(exc)) from exc
+        except ConnectionDropped as exc:
+            raise Unreachable(deployment, str(exc)) from exc
+        except TimeoutError as exc:
             raise DeadlineExceededError(
                 f"deployment {deployment!r} did not answer within the deadline"
             ) from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"deployment {deployment!r} failed ({type(exc).__name__})") from exc
-        elapsed = time.perf_counter() - start
-        kept = {
-            k: v for k, v in response.headers.items() if k.lower() not in _DROPPED_RESPONSE_HEADERS
-        }
-        return Forwarded(deployment, response.status_code, kept, response.content, elapsed)
+        except MalformedAnswer as exc:
+            raise UpstreamError(f"deployment {deployment!r} failed ({exc})") from exc
+        except OSError as exc:  # a write failing on a reset connection
+            raise Unreachable(deployment, exc.strerror or type(exc).__name__) from exc
+        kept = {k: v for k, v in answer.headers.items() if k not in _DROPPED_RESPONSE_HEADERS}
+        return Forwarded(deployment, answer.status, kept, answer.body, time.perf_counter() - start)

@@ -24,6 +24,8 @@ from shared.protocol.status import error_response
 from shared.routing.forward import Forwarded, Unreachable
 from shared.routing.openapi import router_openapi_document
 from shared.routing.router import RoutedRequest, Router
+from shared.telemetry.http import observe_router
+from shared.telemetry.state import TELEMETRY
 
 __all__ = ["RouterHandlers", "VERSION"]
 
@@ -50,7 +52,17 @@ class RouterHandlers:
 
     async def guarded(self, handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
         """Run a handler with the request's id; map every exception to a JSON error."""
-        request_id = req.headers.get("x-request-id") or uuid.uuid4().hex
+        if TELEMETRY.observing:  # spans and metrics (shared.telemetry)
+            return await observe_router(self._guarded, handler, req)
+        return await self._guarded(handler, req)
+
+    async def _guarded(self, handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
+        # ``in`` then ``[]``: the headers' Mapping.get raises (and catches) a KeyError
+        # when the header is absent, as it mostly is.
+        request_id = ""
+        if "x-request-id" in req.headers:
+            request_id = req.headers["x-request-id"]
+        request_id = request_id or uuid.uuid4().hex
         try:
             resp = await handler(req, request_id)
         except Exception as exc:
@@ -87,10 +99,14 @@ class RouterHandlers:
 
     @staticmethod
     def _answer(answer: Forwarded) -> func.HttpResponse:
-        resp = func.HttpResponse(answer.body, status_code=answer.status, headers=answer.headers)
-        resp.headers["x-deployment"] = answer.deployment
-        resp.headers["azureml-model-deployment"] = answer.deployment
-        return resp
+        # One headers mapping for the constructor: each later ``resp.headers[...] =`` costs
+        # a scan and a validation of the werkzeug headers.
+        headers = {
+            **answer.headers,
+            "x-deployment": answer.deployment,
+            "azureml-model-deployment": answer.deployment,
+        }
+        return func.HttpResponse(answer.body, status_code=answer.status, headers=headers)
 
     async def score(self, req: func.HttpRequest, request_id: str) -> func.HttpResponse:
         """POST endpoints/{endpoint}/score -> the chosen deployment's /api/score."""
@@ -115,6 +131,12 @@ class RouterHandlers:
             body = req.get_body() or b""
             return _json(await self.router.set_traffic(endpoint, authorization, body))
         return _json(await self.router.traffic(endpoint, authorization))
+
+    async def feedback(self, req: func.HttpRequest, request_id: str) -> func.HttpResponse:
+        """POST endpoints/{endpoint}/feedback: the reward of a bandit request."""
+        endpoint = req.route_params["endpoint"]
+        body = req.get_body() or b""
+        return _json(await self.router.feedback(endpoint, req.headers.get("authorization"), body))
 
     async def openapi(self, req: func.HttpRequest, request_id: str) -> func.HttpResponse:
         """GET openapi.json."""

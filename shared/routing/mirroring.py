@@ -17,6 +17,7 @@ from typing import Any
 
 from shared.routing.forward import Forwarded
 from shared.routing.mirror import same_body
+from shared.telemetry.state import TELEMETRY
 
 __all__ = ["MirrorDispatcher", "MirrorStats"]
 
@@ -90,29 +91,42 @@ class MirrorDispatcher:
         stats = self._stats.setdefault((endpoint, deployment), MirrorStats())
         if len(self._tasks) >= self.max_in_flight:
             stats.dropped += 1
+            if TELEMETRY.metrics is not None:
+                TELEMETRY.metrics.mirror(endpoint, deployment, "dropped")
             return False
         stats.sent += 1
-        task = asyncio.get_running_loop().create_task(self._run(stats, send, primary))
+        run = self._run(stats, send, primary, (endpoint, deployment))
+        task = asyncio.get_running_loop().create_task(run)
         self._tasks.add(task)  # a strong reference until done (the loop keeps weak ones)
         task.add_done_callback(self._tasks.discard)
         return True
 
     async def _run(
-        self, stats: MirrorStats, send: Callable[[], Awaitable[Forwarded]], primary: Forwarded
+        self,
+        stats: MirrorStats,
+        send: Callable[[], Awaitable[Forwarded]],
+        primary: Forwarded,
+        labels: tuple[str, str] = ("", ""),
     ) -> None:
         try:
             answer = await send()
         except Exception as exc:  # a mirror's failure is counted, never raised
             stats.failed += 1
             log.debug("mirror copy failed: %s", exc)
+            if TELEMETRY.metrics is not None:
+                TELEMETRY.metrics.mirror(*labels, "failed")
             return
         stats.completed += 1
         key = str(answer.status)
         stats.statuses[key] = stats.statuses.get(key, 0) + 1
-        if answer.status == primary.status and same_body(primary.body, answer.body):
+        matched = answer.status == primary.status and same_body(primary.body, answer.body)
+        if matched:
             stats.matched += 1
         else:
             stats.mismatched += 1
+        if TELEMETRY.metrics is not None:  # (endpoint, deployment), outcome, latency delta
+            outcome = "matched" if matched else "mismatched"
+            TELEMETRY.metrics.mirror(*labels, outcome, answer.elapsed_s - primary.elapsed_s)
         stats.latency_total_s += answer.elapsed_s
         stats.latency_max_s = max(stats.latency_max_s, answer.elapsed_s)
 

@@ -14,23 +14,31 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+from opentelemetry.trace import SpanKind
 
 from shared.auth import Authority
-from shared.errors import DecodeError, OverloadedError, RequestError
-from shared.routing.access import Access, EndpointAccess
+from shared.auth.hop_tokens import HopTokens, hop_scope
+from shared.errors import DecodeError, OverloadedError, RequestError, ScorefnError
+from shared.routing.access import Access, EndpointAccess, access_for_path
 from shared.routing.config_cache import ConfigCache
-from shared.routing.endpoint import DeploymentSpec
+from shared.routing.endpoint import DeploymentSpec, EndpointSpec
 from shared.routing.forward import Forwarded, Forwarder, Unreachable
-from shared.routing.mirror import mirror_target
+from shared.routing.mirror import mirror_target, same_body
 from shared.routing.mirroring import MirrorDispatcher
 from shared.routing.store import EndpointStore, StoredEndpoint
 from shared.routing.traffic import choose_deployment, failover_deployment
 from shared.settings import RouterSettings
+from shared.telemetry.state import TELEMETRY
+from shared.telemetry.tracing import mark, set_attributes, span
+
+if TYPE_CHECKING:
+    from shared.rollout.runtime import StrategyRuntime
 
 __all__ = ["PIN_HEADERS", "MIRROR_HEADER", "Router", "RoutedRequest"]
 
@@ -68,6 +76,7 @@ class Router:
         max_concurrent: int = 512,
         mirror_timeout_s: float = 10.0,
         draw: Callable[[], float] = random.random,
+        strategies: StrategyRuntime | None = None,
     ) -> None:
         self.configs = configs
         self.access = access
@@ -78,16 +87,24 @@ class Router:
         self._mirror_timeout_s = mirror_timeout_s
         self._draw = draw
         self._in_flight: dict[str, int] = {}
+        self.strategies = strategies
+        """Bandit routing, feedback and rollout outcome windows (None: off)."""
 
     @classmethod
     def from_settings(cls, settings: RouterSettings) -> Router:
         """The router those settings describe (nothing connects until first use)."""
+        from shared.rollout.runtime import StrategyRuntime
+        from shared.rollout.tables import Tables
+
         if settings.tables_url:
             from azure.identity import DefaultAzureCredential
 
-            store = EndpointStore.from_url(settings.tables_url, DefaultAzureCredential())
+            credential = DefaultAzureCredential()
+            store = EndpointStore.from_url(settings.tables_url, credential)
+            tables = Tables.from_url(settings.tables_url, credential)
         else:
             store = EndpointStore.from_connection_string(settings.storage)
+            tables = Tables.from_connection_string(settings.storage)
         authority = (
             Authority.local_dev(settings.local_issuer)
             if settings.local_issuer
@@ -100,16 +117,22 @@ class Router:
                 timeout_s=settings.timeout_s,
                 connect_timeout_s=settings.connect_timeout_s,
                 max_connections=settings.max_connections,
+                hop_tokens=_hop_tokens(settings),
             ),
             MirrorDispatcher(settings.mirror_max_in_flight),
             port_shift=settings.port_shift,
             max_concurrent=settings.max_concurrent,
             mirror_timeout_s=settings.mirror_timeout_s,
+            strategies=StrategyRuntime(
+                tables, flush_s=settings.state_flush_s, bucket_s=settings.outcome_bucket_s
+            ),
         )
 
     async def aclose(self) -> None:
         """Wait for mirror copies, close the HTTP clients."""
         await self.mirrors.drain()
+        if self.strategies is not None:
+            await self.strategies.aclose()
         await self.forwarder.aclose()
         await self.access.aclose()
 
@@ -118,14 +141,15 @@ class Router:
     ) -> StoredEndpoint:
         """The endpoint's config, once the caller is allowed ``access`` to it."""
         stored = await self.configs.get(endpoint)
-        await self.access.check(stored, authorization, access)
+        with span("scorefn.auth", {"endpoint": endpoint, "scorefn.access": access}):
+            await self.access.check(stored, authorization, access)
         return stored
 
     # ------------------------------------------------------------------ forwarding
     async def forward(self, request: RoutedRequest) -> Forwarded:
         """Authenticate, choose, forward (failing over once), start the mirror copy."""
         stored = await self.authorized(
-            request.endpoint, request.headers.get("authorization"), "invoke"
+            request.endpoint, request.headers.get("authorization"), access_for_path(request.path)
         )
         spec = stored.spec
         pinned = _pinned(request.headers)
@@ -158,23 +182,55 @@ class Router:
         self, stored: StoredEndpoint, request: RoutedRequest, pinned: str | None
     ) -> Forwarded:
         spec = stored.spec
-        chosen = pinned if pinned is not None else choose_deployment(spec.traffic, self._draw())
+        strategies = self.strategies
+        if pinned is not None:
+            chosen = pinned
+        elif spec.bandit is not None and strategies is not None:
+            chosen = strategies.choose(spec, self._draw())
+        else:
+            chosen = choose_deployment(spec.traffic, self._draw())
+        if TELEMETRY.tracing:
+            mark(
+                "scorefn.route",
+                {"endpoint": spec.name, "deployment": chosen, "scorefn.pinned": pinned is not None},
+            )
         try:
-            answer = await self._send(spec.deployment(chosen), request)
+            answer = await self._send_counted(spec, chosen, request)
         except Unreachable:
             if pinned is not None:
                 raise
             fallback = failover_deployment(spec.traffic, {chosen}, self._draw())
             if fallback is None:
                 raise
-            return await self._send(spec.deployment(fallback), request)
+            return await self._send_counted(spec, fallback, request)
         if answer.status == 503 and pinned is None:
             fallback = failover_deployment(spec.traffic, {chosen}, self._draw())
             if fallback is not None:
                 try:
-                    return await self._send(spec.deployment(fallback), request)
+                    return await self._send_counted(spec, fallback, request)
                 except Unreachable:
                     return answer  # the first answer says more than a dead fallback
+        return answer
+
+    async def _send_counted(
+        self, spec: EndpointSpec, name: str, request: RoutedRequest
+    ) -> Forwarded:
+        """``_send`` with its outcome counted for rollout gates (and, for a bandit
+        endpoint, the request id remembered for feedback)."""
+        strategies = self.strategies
+        if strategies is None:
+            return await self._send(spec.deployment(name), request)
+        start = time.perf_counter()
+        try:
+            answer = await self._send(spec.deployment(name), request)
+        except ScorefnError:  # unreachable, timed out: an error of this deployment
+            strategies.record(spec.name, name, error=True, elapsed_s=time.perf_counter() - start)
+            raise
+        strategies.record(spec.name, name, error=answer.status >= 500, elapsed_s=answer.elapsed_s)
+        if spec.bandit is not None and answer.status < 500:
+            request_id = request.headers.get("x-request-id")
+            if request_id:
+                strategies.served(spec, name, request_id)
         return answer
 
     def _url(self, deployment: DeploymentSpec, path: str, query: str) -> str:
@@ -189,14 +245,44 @@ class Router:
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
     ) -> Forwarded:
+        url = self._url(deployment, request.path, request.query)
+        if TELEMETRY.tracing:
+            return await self._send_traced(deployment, url, request, headers, timeout_s)
         return await self.forwarder.send(
             deployment.name,
-            self._url(deployment, request.path, request.query),
+            url,
             method=request.method,
             headers=request.headers if headers is None else headers,
             body=request.body,
             timeout_s=timeout_s,
         )
+
+    async def _send_traced(
+        self,
+        deployment: DeploymentSpec,
+        url: str,
+        request: RoutedRequest,
+        headers: Mapping[str, str] | None,
+        timeout_s: float | None,
+    ) -> Forwarded:
+        """``forwarder.send`` in a client span; the forwarder sends its traceparent."""
+        attributes: dict[str, str | bool] = {
+            "deployment": deployment.name,
+            "http.request.method": request.method,
+            "url.full": url,
+            "scorefn.mirror": headers is not None and MIRROR_HEADER in headers,
+        }
+        with span("scorefn.forward", attributes, kind=SpanKind.CLIENT) as current:
+            answer = await self.forwarder.send(
+                deployment.name,
+                url,
+                method=request.method,
+                headers=request.headers if headers is None else headers,
+                body=request.body,
+                timeout_s=timeout_s,
+            )
+            set_attributes(current, {"http.response.status_code": answer.status})
+            return answer
 
     def _mirror(
         self, stored: StoredEndpoint, target: str, request: RoutedRequest, primary: Forwarded
@@ -205,9 +291,13 @@ class Router:
         headers = {**request.headers, MIRROR_HEADER: "1"}
 
         async def send() -> Forwarded:
-            return await self._send(
+            answer = await self._send(
                 deployment, request, headers=headers, timeout_s=self._mirror_timeout_s
             )
+            if self.strategies is not None:  # agreement, for a later rollout's gate
+                agreed = answer.status == primary.status and same_body(primary.body, answer.body)
+                self.strategies.mirrored(stored.spec.name, target, agreed=agreed)
+            return answer
 
         self.mirrors.submit(stored.spec.name, target, send, primary)
 
@@ -237,8 +327,32 @@ class Router:
                 for d, h in zip(spec.deployments, health, strict=True)
             ],
             "mirror_stats": {name: s.summary() for name, s in stats.items()},
+            **(await self._strategies_view(spec)),
             "etag": stored.etag,
         }
+
+    async def _strategies_view(self, spec: EndpointSpec) -> dict[str, Any]:
+        """``bandit`` (arms, posteriors, shares) and ``rollout`` (state) of ``spec``."""
+        strategies = self.strategies
+        if strategies is None:
+            return {}
+        from shared.rollout.state import RolloutStore
+
+        view: dict[str, Any] = {"traffic_mode": "bandit" if spec.bandit else "weights"}
+        if spec.bandit is not None:
+            view["bandit"] = await strategies.describe(spec)
+        rollout = await asyncio.to_thread(RolloutStore(strategies.tables).find, spec.name)
+        view["rollout"] = rollout.rollout.summary() if rollout is not None else None
+        return view
+
+    async def feedback(
+        self, endpoint: str, authorization: str | None, body: bytes
+    ) -> dict[str, Any]:
+        """Count the reward of one request of a bandit endpoint (invoke role)."""
+        stored = await self.authorized(endpoint, authorization, "invoke")
+        if self.strategies is None:
+            raise RequestError("this router keeps no bandit state; feedback is not taken")
+        return await self.strategies.feedback(stored.spec, body)
 
     async def _health(self, deployment: DeploymentSpec) -> str:
         try:
@@ -271,6 +385,17 @@ class Router:
         )
         self.configs.put(updated)
         return _routing(updated)
+
+
+def _hop_tokens(settings: RouterSettings) -> HopTokens | None:
+    """Hop authentication: tokens for ``hop_audience`` from the router's managed identity
+    (locally, ``scorefn up`` points that credential at the dev issuer)."""
+    if not settings.hop_audience:
+        return None
+    from azure.identity import ManagedIdentityCredential
+
+    credential = ManagedIdentityCredential(client_id=settings.hop_client_id)
+    return HopTokens(credential, hop_scope(settings.hop_audience))
 
 
 def _routing(stored: StoredEndpoint) -> dict[str, Any]:

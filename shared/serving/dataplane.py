@@ -14,20 +14,30 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from shared.errors import NotFoundError, NotReadyError, PackageError
+from shared.errors import NotFoundError, NotReadyError, PackageError, RequestError
 from shared.pipeline.batcher import Batcher
 from shared.pipeline.model import Model
 from shared.pipeline.package import discover_packages, sort_versions
 from shared.pipeline.session import available_providers, cuda_usable
 from shared.pipeline.spec import PackageSpec
+from shared.telemetry.state import TELEMETRY
+from shared.telemetry.tracing import detached, span
 
-__all__ = ["DataPlane", "ModelEntry", "ModelState", "check_cuda", "parse_model_list"]
+__all__ = [
+    "DataPlane",
+    "ModelEntry",
+    "ModelLease",
+    "ModelState",
+    "check_cuda",
+    "parse_model_list",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +73,48 @@ class ModelEntry:
     model: Model | None = None
     error: str = ""
     batchers: dict[int, Batcher] = field(default_factory=dict)  # keyed by event loop id
+
+
+class ModelLease:
+    """One request's hold on a loaded model, from decoding to its answer: a plane that
+    evicts models (``shared.modelstore``) never drops one with a lease. ``release()``
+    exactly once, in a ``finally``."""
+
+    __slots__ = ("_plane", "_release", "entry", "model")
+
+    def __init__(
+        self,
+        plane: DataPlane,
+        entry: ModelEntry,
+        model: Model,
+        release: Callable[[], None] | None = None,
+    ) -> None:
+        self.entry = entry
+        self.model = model
+        self._plane = plane
+        self._release = release
+
+    async def infer(
+        self, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """Validate and run ``inputs`` through this model's batcher."""
+        return await self._plane.infer_entry(self.entry, self.model, inputs, timeout=timeout)
+
+    def release(self) -> None:
+        """End the lease."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
+async def _traced_infer(
+    batcher: Batcher, model: Model, inputs: dict[str, np.ndarray], timeout: float | None
+) -> dict[str, np.ndarray]:
+    """``batcher.infer`` in a span covering its queue wait and its batch's run."""
+    rows = next(iter(inputs.values())).shape[0] if inputs else 0
+    attributes = {"model": model.spec.name, "version": model.spec.version, "rows": rows}
+    with span("scorefn.batcher", attributes):
+        return await batcher.infer(inputs, timeout=timeout)
 
 
 def parse_model_list(text: str) -> list[tuple[str, str | None]]:
@@ -147,6 +199,11 @@ class DataPlane:
             try:
                 entry.model = Model.load(s)
                 entry.state = ModelState.READY
+                if TELEMETRY.metrics is not None:
+                    stats = entry.model.stats
+                    TELEMETRY.metrics.model_loaded(
+                        s.name, s.version, stats.load_seconds, stats.warmup_seconds
+                    )
             except PackageError as exc:
                 entry.error = str(exc)
                 entry.state = ModelState.FAILED
@@ -229,12 +286,82 @@ class DataPlane:
         """Validate, queue into the model's batcher, return ``(model, outputs)``."""
         entry = self.entry(name, version)
         model = self._loaded(entry)
-        valid = model.validate(inputs)
+        return model, await self.infer_entry(entry, model, inputs, timeout=timeout)
+
+    async def infer_entry(
+        self,
+        entry: ModelEntry,
+        model: Model,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """``infer`` on an entry already looked up (a ``ModelLease``'s)."""
+        # NaN/inf is checked once per batch on the batcher's worker (model.batcher()),
+        # and the error still reaches exactly this request.
+        valid = model.validate(inputs, defer_finite=True)
         # One batcher per event loop: tests and hosts may run several loops in one process.
         b = entry.batchers.get(id(asyncio.get_running_loop()))
         if b is None:
             b = await self._start_batcher(entry, model)
-        return model, await b.infer(valid, timeout=timeout)
+        if TELEMETRY.tracing:
+            return await _traced_infer(b, model, valid, timeout)
+        return await b.infer(valid, timeout=timeout)
+
+    # ----------------------------------------------------------------- leases
+    # The handlers' interface, shared with the on-demand plane of shared.modelstore: a
+    # request holds a lease on one (name, version) from decoding to its answer.
+    async def acquire(self, name: str, version: str | None = None) -> ModelLease:
+        """Lease the loaded model (every model here stays loaded: releasing is a no-op)."""
+        entry = self.entry(name, version)
+        return ModelLease(self, entry, self._loaded(entry))
+
+    async def describe(
+        self, name: str, version: str | None = None
+    ) -> tuple[PackageSpec, list[str]]:
+        """``(spec, versions served)`` of a model, for metadata (loaded or not)."""
+        spec = self.entry(name, version).spec
+        return spec, [e.spec.version for e in self._entries.values() if e.spec.name == name]
+
+    def repository_index(self) -> list[dict[str, str]]:
+        """Model repository index: name, version, state (READY, LOADING, UNAVAILABLE), reason."""
+        states = {ModelState.READY: "READY", ModelState.LOADING: "LOADING"}
+        return [
+            {
+                "name": e.spec.name,
+                "version": e.spec.version,
+                "state": states.get(e.state, "UNAVAILABLE"),
+                "reason": e.error,
+            }
+            for e in self._entries.values()
+        ]
+
+    def check_ready(self, name: str, version: str | None = None) -> None:
+        """Return if the model is loaded: ``NotFoundError`` / ``NotReadyError`` otherwise."""
+        self.model(name, version)
+
+    def stats(self) -> dict[str, Any]:
+        """Loaded-model counters (``GET v2/repository/stats``)."""
+        states = [e.state for e in self._entries.values()]
+        return {
+            "loaded": states.count(ModelState.READY),
+            "loading": states.count(ModelState.LOADING),
+            "load_failures": states.count(ModelState.FAILED),
+        }
+
+    async def load_model(self, name: str) -> list[dict[str, str]]:
+        """Repository ``load``: only a plane with a model store loads on request."""
+        raise RequestError(
+            f"cannot load model '{name}': this deployment serves the packages of its models "
+            "folder, all loaded at start; set SCOREFN_MODEL_STORE to load models on demand"
+        )
+
+    async def unload_model(self, name: str) -> list[dict[str, str]]:
+        """Repository ``unload``: only a plane with a model store unloads on request."""
+        raise RequestError(
+            f"cannot unload model '{name}': this deployment serves the packages of its models "
+            "folder, all loaded at start; set SCOREFN_MODEL_STORE to load models on demand"
+        )
 
     async def _start_batcher(self, entry: ModelEntry, model: Model) -> Batcher:
         loop_id = id(asyncio.get_running_loop())
@@ -243,8 +370,15 @@ class DataPlane:
             spec = model.spec.batching
             if not self.batching:
                 spec = spec.model_copy(update={"enabled": False, "max_delay_ms": 0.0})
-            b = Batcher(model.run, spec, name=model.key)
-            await b.start()
+            b = model.batcher(spec)
+            if TELEMETRY.tracing:
+                # The gather task copies the current context: give it none, so batches
+                # are not charged to the trace of the request that started the batcher.
+                await detached(b.start())
+            else:
+                await b.start()
+            if TELEMETRY.metrics is not None:
+                TELEMETRY.metrics.watch_queue(b)
             entry.batchers[loop_id] = b
         return b
 

@@ -129,6 +129,24 @@ def openapi_document(*, title: str, version: str, prefix: str = "/api") -> dict[
             }
         },
         f"{p}/openapi.json": {"get": _op("This document", flag, errors=())},
+        # Model repository extension (shared.modelstore; load/unload: admin via the router)
+        f"{p}/v2/repository/index": {
+            "post": _op(
+                "Model repository index: name, version, state (READY, LOADING, "
+                'UNAVAILABLE), reason; body {"ready": true} = loaded models only',
+                _json({"type": "array", "items": {"type": "object"}}),
+                errors=(400, 503),
+            )
+        },
+        f"{p}/v2/repository/models/{{model}}/load": {
+            "post": _op("Load a model (every served version)", flag, params=["model"])
+        },
+        f"{p}/v2/repository/models/{{model}}/unload": {
+            "post": _op("Unload a model (requests in flight finish)", flag, params=["model"])
+        },
+        f"{p}/v2/repository/stats": {
+            "get": _op("Working set: loaded, bounds, bytes, loads, evictions", flag, errors=())
+        },
     }
     return {"openapi": "3.0.3", "info": {"title": title, "version": version}, "paths": paths}
 

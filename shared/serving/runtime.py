@@ -30,6 +30,12 @@ def scoring_runtime() -> ScoringRuntime:
     """The process's runtime; ``RuntimeError`` if CUDA is required and unusable."""
     settings = ScoringSettings()
     check_cuda(settings.require_cuda)
-    plane = DataPlane(settings.models_dir, settings.models, batching=settings.batching)
+    plane: DataPlane
+    if settings.model_store:
+        from shared.modelstore.runtime import store_plane
+
+        plane = store_plane(settings)
+    else:
+        plane = DataPlane(settings.models_dir, settings.models, batching=settings.batching)
     plane.start_loading()
     return ScoringRuntime(settings, plane)

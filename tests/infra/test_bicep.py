@@ -58,6 +58,7 @@ APPS_OF = {
     "RouterSettings": {"router"},
     "ScoringSettings": {"scoring"},
     "BatchSettings": {"scoring"},
+    "TelemetrySettings": {"router", "scoring"},
 }
 
 # Fields Bicep deliberately does not set in Azure, with the reason.
@@ -66,8 +67,17 @@ NOT_IN_AZURE = {
     "with its managed identity (shared keys are disabled on the account)",
     ("RouterSettings", "local_issuer"): "local mode only: never trust the dev issuer in Azure",
     ("RouterSettings", "port_shift"): "local stack only",
+    ("ScoringSettings", "hop_local_issuer"): "local mode only: never trust the dev issuer in Azure",
     ("BatchSettings", "storage"): "a connection string; shared keys are disabled in Azure "
     "(BatchSettings needs an identity-based URL setting, reported to the lead)",
+    # Telemetry: the defaults fit Azure, where APPLICATIONINSIGHTS_CONNECTION_STRING (a
+    # platform name, set by Bicep) switches Azure Monitor on; the rest are opt-in knobs
+    # (exporters, sampling, data collection; its storage is a connection string).
+    **{
+        ("TelemetrySettings", name): "optional telemetry knob; defaults fit Azure"
+        for name in settings_module.TelemetrySettings.model_fields
+        if name != "applicationinsights_connection_string"
+    },
 }
 
 
@@ -103,7 +113,7 @@ def _expected(app: str) -> tuple[set[str], set[str]]:
             names = _env_names(cls, field_name, field)
             if (cls_name, field_name) in NOT_IN_AZURE:
                 never.update(names)
-            else:
+            elif names[0] not in PLATFORM:  # platform names are checked by PLATFORM
                 must.add(names[0])
     return must, never
 

@@ -7,11 +7,13 @@ have names of their own so other modules' hosts never see them.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient
 
 from shared.localhost.azurite import AzuriteProcess
 from shared.localhost.ports import free_ports
@@ -48,6 +50,7 @@ NAMES = {
     "SCOREFN_BATCH_STAGING_CONTAINER": "bt-staging",
     "SCOREFN_BATCH_JOBS_TABLE": "btjobs",
     "SCOREFN_BATCH_QUEUE": "bt-chunks",
+    "SCOREFN_BATCH_PLAN_QUEUE": "bt-plans-{deployment}",
 }
 TIMEOUT = 60.0
 
@@ -63,7 +66,13 @@ def _host_json(tmp: Path) -> Path:
     return path
 
 
-def _host(tmp: Path, azurite: AzuriteProcess, models: Path, name: str) -> HostProcess:
+def _host(
+    tmp: Path,
+    azurite: AzuriteProcess,
+    models: Path,
+    name: str,
+    overrides: dict[str, str] | None = None,
+) -> HostProcess:
     (port,) = free_ports(1)
     env = {
         "APP_ROLE": "scoring",
@@ -75,6 +84,7 @@ def _host(tmp: Path, azurite: AzuriteProcess, models: Path, name: str) -> HostPr
         "SCOREFN_BATCH_CHUNK_ROWS": "500",
         "SCOREFN_LOCALHOST_BLOB_POLL_INTERVAL": "0.2",
         **NAMES,
+        **(overrides or {}),
     }
     return HostProcess(
         "function_app:app",
@@ -336,3 +346,347 @@ def test_worker_killed_mid_job_still_exactly_once(
         victim.stop()
     assert (summary["status"], summary["rows"], summary["predicted"]) == ("succeeded", 20000, 20000)
     _exactly_once(blobs.get_container_client("bt-output"), f"kill/{job}/", 20000, "predictions.csv")
+
+
+def _run_cli(azurite: AzuriteProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """``scorefn batch ...`` in a child process against the test's names."""
+    env = {**os.environ, **NAMES}
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", "batch", *args, "--storage",
+         azurite.connection_string],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def _cli(azurite: AzuriteProcess, *args: str) -> dict[str, Any]:
+    out = _run_cli(azurite, *args)
+    assert out.stdout, out.stderr
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def test_poison_chunk_fails_the_job_and_resume_finishes_it(
+    host: HostProcess, azurite: AzuriteProcess, blobs: BlobServiceClient
+) -> None:
+    """Chunk 3's staged part is held by a lease (a writer elsewhere), so its every attempt
+    fails; after maxDequeueCount attempts the job fails naming chunk 3. With the lease
+    broken, resume scores chunk 3 only: the parts of the finished chunks are leased in
+    turn, so rescoring any of them would fail the job again."""
+    from shared.batch.naming import chunk_blob, job_id
+
+    staging = blobs.get_container_client("bt-staging")
+    with contextlib.suppress(ResourceExistsError):
+        staging.create_container()
+    data, _ = _fraud_csv(3000, seed=13)
+    assert host.pid is not None
+    os.kill(host.pid, signal.SIGSTOP)  # the lease must exist before the host plans the job
+    try:
+        uploaded = blobs.get_container_client("bt-input").upload_blob(
+            "poison/day.csv", data, overwrite=True
+        )
+        job = job_id(uploaded.url, str(uploaded.get_blob_properties().etag))
+        held = staging.upload_blob(chunk_blob(job, 3, "arrow"), b"held", overwrite=True)
+        lease = held.acquire_lease(-1)
+    finally:
+        os.kill(host.pid, signal.SIGCONT)
+    found, summary = _summary(azurite, blobs, "poison/day.csv", timeout=90)
+    assert found == job
+    assert (summary["status"], summary["reason"]) == ("failed", "1 chunk(s) failed: 3")
+    (failed,) = summary["failed_chunks"]
+    assert failed["chunk"] == 3
+    assert failed["reason"].startswith("failed 5 times; last error: ")
+    assert "lease" in failed["reason"].lower()
+    first, last = failed["rows"]
+    assert summary["failed_rows"] == last - first + 1 > 0
+    output = blobs.get_container_client("bt-output")
+    errors = [json.loads(line) for line in _read(output, f"poison/{job}/errors.jsonl").splitlines()]
+    assert [e["row"] for e in errors] == list(range(first, last + 1))
+    assert {e["reason"] for e in errors} == {"chunk 3 failed: " + failed["reason"]}
+    assert not list(output.list_blobs(name_starts_with=f"poison/{job}/_SUCCESS"))
+    status = _cli(azurite, "status", "poison", job)
+    assert (status["state"], status["progress"]) == (
+        "failed",
+        {"chunks": summary["chunks"], "done": summary["chunks"] - 1, "failed": 1},
+    )
+
+    finished = {}
+    for chunk in range(summary["chunks"]):
+        if chunk != 3:
+            part = staging.get_blob_client(chunk_blob(job, chunk, "arrow"))
+            finished[chunk] = (part, part.acquire_lease(-1), part.get_blob_properties().etag)
+    lease.break_lease()  # the cause is fixed
+    try:
+        resumed = _cli(azurite, "resume", "poison", job, "--wait", "--timeout", "90")
+        assert (resumed["state"], resumed["chunks_sent"], resumed["resumes"]) == (
+            "succeeded", 1, 1
+        )  # fmt: skip
+        assert resumed["rows"] == {"total": 3000, "predicted": 3000, "failed": 0}
+        for part, _, etag in finished.values():  # never rewritten
+            assert part.get_blob_properties().etag == etag
+    finally:
+        for _, held_part, _ in finished.values():
+            held_part.release()
+    summary = json.loads(_read(output, f"poison/{job}/summary.json"))
+    assert (summary["status"], summary["failed_chunks"], summary["resumes"]) == (
+        "succeeded", [], 1
+    )  # fmt: skip
+    assert _read(output, f"poison/{job}/_SUCCESS") == b""
+    _exactly_once(output, f"poison/{job}/", 3000, "predictions.csv")
+    assert _read(output, f"poison/{job}/errors.jsonl") == b""
+    again = _run_cli(azurite, "resume", "poison", job)
+    assert (again.returncode, again.stdout, again.stderr) == (
+        1, "", f"scorefn: job {job} is succeeded; only failed or running jobs resume\n"
+    )  # fmt: skip
+
+
+def test_azurite_restarted_mid_job_still_exactly_once(
+    example_models: Path, tmp_path: Path
+) -> None:
+    """A storage outage in the middle of a job: Azurite stops (same data folder, same
+    ports) while two workers score, and starts again; the job still ends exactly once."""
+    from shared.localhost.azurite import find_azurite_binary
+
+    store = AzuriteProcess(tmp_path / "azurite", binary=find_azurite_binary()).start()
+    try:
+        service = BlobServiceClient.from_connection_string(store.connection_string)
+        for name in ("bt-input", "bt-output"):
+            service.create_container(name)
+        TableServiceClient.from_connection_string(store.connection_string).create_table("btjobs")
+        with (
+            _host(tmp_path, store, example_models, "r1") as first,
+            _host(tmp_path, store, example_models, "r2") as second,
+        ):
+            data, _ = _fraud_csv(20000, seed=17)
+            _drop(service, "outage/big.csv", data)
+            deadline = time.monotonic() + TIMEOUT
+            while time.monotonic() < deadline:  # stop storage once some chunks are done
+                jobs = _jobs(store, "outage/big.csv")
+                if jobs and jobs[0].get("done"):
+                    break
+                time.sleep(0.05)
+            assert jobs and jobs[0]["state"] in ("planning", "running"), jobs
+            store.stop()
+            time.sleep(3.0)  # the workers' storage calls fail meanwhile
+            store.start()
+            job, summary = _summary(store, service, "outage/big.csv", timeout=180)
+            assert first.running and second.running
+        assert (summary["status"], summary["rows"], summary["predicted"]) == (
+            "succeeded", 20000, 20000
+        )  # fmt: skip
+        output = service.get_container_client("bt-output")
+        _exactly_once(output, f"outage/{job}/", 20000, "predictions.csv")
+    finally:
+        store.stop()
+
+
+def test_job_api_on_the_router(
+    host: HostProcess,
+    azurite: AzuriteProcess,
+    blobs: BlobServiceClient,
+    tmp_path: Path,
+) -> None:
+    """Submit, follow and list jobs through a real router host with real dev tokens; the
+    router records the job and the scoring host plans it from its plan queue."""
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from shared.auth.dev_issuer import DEV_TENANT, DevIssuer
+    from shared.routing.endpoint import EndpointSpec
+    from shared.routing.store import EndpointStore
+
+    (issuer_port, router_port) = free_ports(2)
+    issuer = DevIssuer.from_key_file(tmp_path / "issuer.pem", f"http://127.0.0.1:{issuer_port}")
+    server = uvicorn.Server(
+        uvicorn.Config(issuer.app(), host="127.0.0.1", port=issuer_port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    audience = "api://scorefn-batch-test"
+    store = EndpointStore.from_connection_string(azurite.connection_string)
+    store.apply(EndpointSpec.model_validate({
+        "name": "api",
+        "auth": {"mode": "entra", "tenants": [DEV_TENANT], "audiences": [audience]},
+        "deployments": [{"name": "blue", "models": ["fraud"], "local_port": host.port}],
+        "traffic": {"blue": 100},
+    }))  # fmt: skip
+    router = HostProcess(
+        "function_app:app", port=router_port, cwd=ROOT, storage=azurite.connection_string,
+        log_path=tmp_path / "router.log",
+        env={"APP_ROLE": "router", "SCOREFN_ROUTER_STORAGE": azurite.connection_string,
+             "SCOREFN_ROUTER_LOCAL_ISSUER": issuer.base_url,
+             "AzureWebJobsStorage": azurite.connection_string, **NAMES},
+    )  # fmt: skip
+    uploads = blobs.get_container_client("bt-uploads")
+    with contextlib.suppress(ResourceExistsError):
+        uploads.create_container()
+    data, _ = _fraud_csv(1000, seed=21)
+    source = uploads.upload_blob("in/day.csv", data, overwrite=True)
+    try:
+        router.start(timeout=60)
+        base = f"{router.base_url}/api/endpoints/api/jobs"
+        token = issuer.mint_token(audience, ["Endpoint.Invoke"], DEV_TENANT)
+        auth = {"Authorization": f"Bearer {token}"}
+        body = {"input": source.url, "output_format": "parquet", "id_columns": ["txn_id"]}
+        r = httpx.post(base, json=body, timeout=30)
+        assert r.status_code == 401, r.text
+        r = httpx.post(base, json=body, headers=auth, timeout=30)
+        assert r.status_code == 202, r.text
+        job = r.json()["job"]
+        assert r.headers["location"] == f"/api/endpoints/api/jobs/{job}"
+        assert (r.json()["state"], r.json()["deployment"]) == ("planning", "blue")
+        again = httpx.post(base, json=body, headers=auth, timeout=30)  # same blob: same job
+        assert (again.status_code, again.json()["job"]) == (200, job)
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            status = httpx.get(f"{base}/{job}", headers=auth, timeout=30).json()
+            if status["state"] in ("succeeded", "failed"):
+                break
+            time.sleep(0.3)
+        assert status["state"] == "succeeded", status
+        assert status["rows"] == {"total": 1000, "predicted": 1000, "failed": 0}
+        assert status["progress"]["done"] == status["progress"]["chunks"] > 1
+        assert status["outputs"]["predictions"] == f"api/{job}/predictions.parquet"
+        result = pq.read_table(pa.py_buffer(_read(
+            blobs.get_container_client("bt-output"), f"api/{job}/predictions.parquet"
+        )))  # fmt: skip
+        assert result.column_names[:2] == ["row", "txn_id"]
+        assert result["row"].to_pylist() == list(range(1000))
+        listed = httpx.get(base, headers=auth, timeout=30).json()
+        assert [j["job"] for j in listed["jobs"]] == [job]
+        bad = {
+            "missing input": ({}, "job request: input: Field required"),
+            "unknown field": (
+                {"input": "api/x.csv", "speed": 1}, "job request: speed: Extra inputs are not permitted"
+            ),
+            "extension": (
+                {"input": "api/x.txt"},
+                "api/x.txt: extension '.txt' is not a batch input format; allowed: .csv, "
+                ".jsonl, .ndjson, .parquet",
+            ),
+            "absent": ({"input": "api/none.csv"}, "input bt-input/api/none.csv does not exist"),
+            "other folder": (
+                {"input": "shop/day1.csv"},
+                "input bt-input/shop/day1.csv is under another endpoint's folder; files in "
+                "bt-input for endpoint 'api' are under api/",
+            ),
+            "deployment": (
+                {"input": source.url, "deployment": "red"},
+                "deployment 'red' is not one of the endpoint's: blue",
+            ),
+        }
+        got = {
+            name: (r.status_code, r.json())
+            for name, (payload, _) in bad.items()
+            for r in [httpx.post(base, json=payload, headers=auth, timeout=30)]
+        }
+        assert got == {name: (400, {"error": message}) for name, (_, message) in bad.items()}
+        r = httpx.get(f"{base}/nosuchjob", headers=auth, timeout=30)
+        assert (r.status_code, r.json()) == (
+            404, {"error": "job 'nosuchjob' of endpoint 'api' not found"}
+        )  # fmt: skip
+        r = httpx.post(f"{base}/{job}/resume", headers=auth, timeout=30)
+        assert (r.status_code, r.json()) == (
+            400, {"error": f"job {job} is succeeded; only failed or running jobs resume"}
+        )  # fmt: skip
+    finally:
+        router.stop()
+        server.should_exit = True
+        thread.join(timeout=10)
+        store.close()
+
+
+# --------------------------------------------------------------------------- a 5 GiB file
+HUGE_NAMES = {
+    **NAMES,
+    "SCOREFN_BATCH_INPUT_CONTAINER": "bt-huge-input",
+    "SCOREFN_BATCH_OUTPUT_CONTAINER": "bt-huge-output",
+    "SCOREFN_BATCH_STAGING_CONTAINER": "bt-huge-staging",
+    "SCOREFN_BATCH_JOBS_TABLE": "bthugejobs",
+    "SCOREFN_BATCH_QUEUE": "bt-huge-chunks",
+    "SCOREFN_BATCH_PLAN_QUEUE": "bt-huge-plans-{deployment}",
+}
+HUGE_BLOCK = 4 * 1024 * 1024
+HUGE_BLOCKS = 1281  # a little over 5 GiB (the rows block ends at its last whole row)
+
+
+def _huge_csv(container: ContainerClient, name: str, header: bytes) -> int:
+    """A 5 GiB CSV made without 5 GiB: a header block, then one 4 MiB block of whole rows
+    repeated in the block list. Returns its size."""
+    x, _ = build_models.synthetic_transactions(64, seed=11)
+    rows = b"".join(
+        b",".join([f"t{i}".encode(), *(f"{v:.4f}".encode() for v in x[i % 64])]) + b"\n"
+        for i in range(64)
+    )
+    body = (rows * (HUGE_BLOCK // len(rows) + 1))[:HUGE_BLOCK]
+    body = body[: body.rindex(b"\n") + 1]
+    blob = container.get_blob_client(name)
+    head_id, body_id = (base64.b64encode(n).decode() for n in (b"head", b"body"))
+    blob.stage_block(head_id, header)
+    blob.stage_block(body_id, body)
+    blob.commit_block_list(
+        [BlobBlock(block_id=head_id)] + [BlobBlock(block_id=body_id)] * HUGE_BLOCKS
+    )
+    return len(header) + len(body) * HUGE_BLOCKS
+
+
+def _peak_rss(pid: int | None) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+def test_a_5gib_file_is_planned_at_once_without_being_read(
+    azurite: AzuriteProcess, example_models: Path, tmp_path: Path
+) -> None:
+    """The host hands the planner a lazy InputStream and the planner reads only cut
+    windows: a 5 GiB CSV is planned in seconds with the host's memory far below the file's
+    size; one whose columns do not match fails at planning with the reason."""
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    inputs = service.get_container_client("bt-huge-input")
+    with contextlib.suppress(ResourceExistsError):
+        inputs.create_container()
+    TableServiceClient.from_connection_string(azurite.connection_string).create_table_if_not_exists(
+        "bthugejobs"
+    )
+    size = _huge_csv(inputs, "shop/huge.csv", ",".join(["txn_id", *COLUMNS]).encode() + b"\n")
+    _huge_csv(inputs, "shop/huge-bad.csv", b"txn_id,amount,hour\n")
+    assert size > 5 * 2**30
+    chunk_bytes = 32 * 1024 * 1024
+    table = TableClient.from_connection_string(azurite.connection_string, "bthugejobs")
+
+    def job(blob: str) -> dict[str, Any] | None:
+        found = list(table.query_entities("blob eq @b", parameters={"b": blob}))
+        return dict(found[0]) if found else None
+
+    overrides = {**HUGE_NAMES, "SCOREFN_BATCH_CHUNK_BYTES": str(chunk_bytes)}
+    started = time.monotonic()
+    with _host(tmp_path, azurite, example_models, "huge", overrides) as running:
+        deadline = time.monotonic() + TIMEOUT
+        good = bad = None
+        while time.monotonic() < deadline:
+            good, bad = job("shop/huge.csv"), job("shop/huge-bad.csv")
+            if good and good["state"] != "planning" and bad and bad["state"] != "planning":
+                break
+            time.sleep(0.2)
+        seconds = time.monotonic() - started
+        rss = _peak_rss(running.pid)
+    assert good is not None and bad is not None, (good, bad)
+    # planned: every chunk a ~32 MiB range of whole lines, the file never held in memory
+    assert good["state"] in ("running", "committing", "succeeded"), good
+    assert good["size"].value == size  # an Int64 property (over 2 GiB)
+    assert good["chunks"] == pytest.approx(size / chunk_bytes, abs=1)
+    assert good["planned"] - good["created"] < 20, good
+    assert seconds < TIMEOUT
+    assert rss < 1 << 30, f"host peak RSS {rss / 2**20:.0f} MiB for a {size / 2**30:.1f} GiB file"
+    # the bad one: a failed job naming the problem
+    assert bad["state"] == "failed"
+    summary = json.loads(
+        service.get_blob_client("bt-huge-output", f"shop/{bad['RowKey']}/summary.json")
+        .download_blob()
+        .readall()
+    )
+    assert summary["status"] == "failed"
+    assert "column(s) merchant_risk, distance_km" in summary["reason"], summary["reason"]

@@ -335,7 +335,7 @@ async def test_failover_when_a_deployment_is_dead(env: Env) -> None:
         assert seen == {"blue": 30}
         # Pinned requests never fail over.
         r = await client.post(env.url("failover"), json=SCORE, headers={**env.auth(), "x-deployment": "dead"})
-        assert _error(r) == (502, {"error": "deployment 'dead' could not be reached (ConnectError)"})
+        assert _error(r) == (502, {"error": "deployment 'dead' could not be reached (Connection refused)"})
         assert r.headers["x-deployment"] == "dead"
         d = (await client.get(f"{env.router}/api/endpoints/failover", headers=env.auth())).json()
         assert [(x["name"], x["health"]) for x in d["deployments"]] == [("blue", "ready"), ("dead", "unreachable")]

@@ -23,6 +23,7 @@ from shared.errors import (
     DeadlineExceededError,
     EmptyBatchError,
     ExecutionError,
+    NonFiniteError,
     NotReadyError,
     OverloadedError,
     ShapeError,
@@ -641,3 +642,114 @@ async def test_run_on_loop_runs_batches_on_the_loop_thread(session: ort.Inferenc
             np.testing.assert_array_equal(result[name], expected[name])
     assert set(threads) == {threading.get_ident()}
     assert len(threads) < len(requests)  # requests queued during a run shared a batch
+
+
+# -- screening: a check of whole batches on the worker, narrowed to the bad request -------
+
+
+def _screen_negative_ids(inputs: Tensors) -> None:
+    """A screen refusing negative ids, naming the row within what it was given."""
+    bad = np.flatnonzero(inputs["id"] < 0)
+    if bad.size:
+        raise NonFiniteError("id", f"input 'id' is negative (first at row {int(bad[0])})")
+
+
+async def test_one_bad_request_in_a_gathered_batch_gets_its_own_error() -> None:
+    runner = GateRunner(blocked=False)
+    screened: list[list[int]] = []
+
+    def screen(inputs: Tensors) -> None:
+        screened.append([int(v) for v in inputs["id"]])
+        _screen_negative_ids(inputs)
+
+    spec = BatchingSpec(max_batch_size=16, max_delay_ms=50)
+    async with Batcher(runner, spec, name="lin:1", screen=screen) as batcher:
+        requests = [_ids(1, 1), _ids(2), _ids(3, -3, 3), _ids(4), _ids(5, 5)]
+        outcomes = await asyncio.gather(
+            *(batcher.infer(r) for r in requests), return_exceptions=True
+        )
+        stats = batcher.stats
+    bad = outcomes[2]
+    assert isinstance(bad, NonFiniteError)
+    assert str(bad) == "input 'id' is negative (first at row 1)"  # row within its request
+    assert bad.input_name == "id"
+    for request, got in zip(requests, outcomes, strict=True):
+        if request is not requests[2]:
+            assert isinstance(got, dict)
+            assert list(got["double"]) == [2 * int(v) for v in request["id"]]
+            assert int(got["total"]) == 1 + 1 + 2 + 4 + 5 + 5  # the batch it ran in
+    # One check of the whole batch, one per request to single out the bad one, then the
+    # others run together.
+    assert screened[0] == [1, 1, 2, 3, -3, 3, 4, 5, 5]
+    assert screened[1:] == [[1, 1], [2], [3, -3, 3], [4], [5, 5]]
+    assert runner.batches == [[1, 1, 2, 4, 5, 5]]
+    assert stats.refused == 1 and stats.failed == 0
+    assert stats.batches == 1 and stats.rows == 6
+
+
+async def test_screen_refusing_every_request_runs_nothing() -> None:
+    runner = GateRunner(blocked=False)
+    spec = BatchingSpec(max_batch_size=8, max_delay_ms=50)
+    async with Batcher(runner, spec, name="lin:1", screen=_screen_negative_ids) as batcher:
+        outcomes = await asyncio.gather(
+            batcher.infer(_ids(-1)), batcher.infer(_ids(2, -2)), return_exceptions=True
+        )
+        assert [str(e) for e in outcomes] == [
+            "input 'id' is negative (first at row 0)",
+            "input 'id' is negative (first at row 1)",
+        ]
+        assert all(isinstance(e, NonFiniteError) for e in outcomes)
+        assert outcomes[0] is not outcomes[1]
+        # The batcher keeps serving.
+        assert list((await batcher.infer(_ids(7)))["double"]) == [14]
+    assert runner.batches == [[7]]
+    assert batcher.stats.refused == 2 and batcher.stats.batches == 1
+
+
+async def test_screen_of_a_lone_request_and_a_failing_screen() -> None:
+    spec = BatchingSpec(max_batch_size=8, max_delay_ms=0)
+    async with Batcher(
+        GateRunner(blocked=False), spec, name="lin:1", screen=_screen_negative_ids
+    ) as batcher:
+        with pytest.raises(NonFiniteError, match=r"first at row 2\)$"):
+            await batcher.infer(_ids(0, 1, -1))
+        assert list((await batcher.infer(_ids(3)))["double"]) == [6]
+
+    def broken(inputs: Tensors) -> None:
+        raise RuntimeError("screen bug")
+
+    async with Batcher(GateRunner(blocked=False), spec, name="lin:1", screen=broken) as batcher:
+        with pytest.raises(ExecutionError) as err:
+            await batcher.infer(_ids(1))
+    # Not an input error: a server-side failure of the batch, as a runner's would be.
+    assert str(err.value) == "model lin:1 failed on a batch of 1 rows: RuntimeError('screen bug')"
+
+
+async def test_single_row_requests_get_row_views_of_the_batch(
+    session: ort.InferenceSession,
+) -> None:
+    spec = BatchingSpec(max_batch_size=16, max_delay_ms=50)
+    runner = OnnxRunner(session)
+    async with Batcher(runner, spec, name="lin:1") as batcher:
+        requests = [_request(i, 1, seed=3) for i in range(10)]
+        results = await asyncio.gather(*(batcher.infer(r) for r in requests))
+    assert len(runner.batches) == 1
+    for request, result in zip(requests, results, strict=True):
+        expected = _alone(session, request)
+        assert result["y"].shape == (1, 3) and result["ids"].shape == (1,)
+        for name in expected:
+            np.testing.assert_array_equal(result[name], expected[name])
+
+
+async def test_single_output_single_row_requests_are_split_into_row_views() -> None:
+    def run(inputs: Tensors) -> Tensors:
+        return {"pairs": np.stack([inputs["id"], -inputs["id"]], axis=1)}
+
+    spec = BatchingSpec(max_batch_size=16, max_delay_ms=50)
+    async with Batcher(run, spec, name="pairs") as batcher:
+        results = await asyncio.gather(*(batcher.infer(_ids(i)) for i in range(12)))
+        assert batcher.stats.batches == 1
+    for i, got in enumerate(results):
+        assert got.keys() == {"pairs"}
+        np.testing.assert_array_equal(got["pairs"], [[i, -i]])
+        assert got["pairs"].base is not None  # a view of the batch's output, not a copy

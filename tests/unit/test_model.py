@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -9,9 +10,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from shared.errors import NonFiniteError, ShapeError, UnexpectedInputError
 from shared.pipeline.model import Model, example_inputs
 from shared.pipeline.package import load_package
 from shared.pipeline.session import cuda_usable
+from shared.pipeline.spec import BatchingSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -112,3 +115,47 @@ def test_vision_ensemble_equals_raw_chain(example_models: Path) -> None:
         "top_classes",
         "quality",
     ]
+
+
+def test_batcher_checks_nan_per_batch_and_fails_only_the_bad_request(
+    example_models: Path,
+) -> None:
+    """The serving path: ``validate(defer_finite=True)`` into ``model.batcher()``."""
+    model = Model.load(load_package(example_models / "fraud" / "2"))
+    x = _transactions()[:6]
+    bad = x[2:5].copy()
+    bad[1, 3] = np.nan
+    requests = [x[:1], x[1:2], bad, x[5:6].astype(np.float64)]  # the last one is cast
+    with pytest.raises(NonFiniteError) as alone:
+        model.predict({"x": bad})
+
+    async def serve() -> list[dict[str, np.ndarray] | BaseException]:
+        batcher = model.batcher(BatchingSpec(max_batch_size=16, max_delay_ms=50))
+        async with batcher:
+            valid = [model.validate({"x": r}, defer_finite=True) for r in requests]
+            got = await asyncio.gather(*(batcher.infer(v) for v in valid), return_exceptions=True)
+            assert batcher.stats.refused == 1 and batcher.stats.batches == 1
+            return got
+
+    outcomes = asyncio.run(serve())
+    err = outcomes[2]
+    assert isinstance(err, NonFiniteError)
+    assert str(err) == str(alone.value) == (
+        "input 'x' holds NaN or infinity (first at row 1); model fraud:2 accepts finite values only"
+    )
+    for i in (0, 1, 3):
+        got = outcomes[i]
+        assert isinstance(got, dict)
+        expected = model.predict({"x": requests[i]})
+        for name in expected:
+            np.testing.assert_array_equal(got[name], expected[name])
+
+
+def test_validate_fast_path_matches_the_general_one(example_models: Path) -> None:
+    model = Model.load(load_package(example_models / "fraud" / "1"))
+    x = _transactions()[:3]
+    assert model.validate({"x": x})["x"] is x
+    with pytest.raises(ShapeError, match=r"has shape \[3, 7\]; model fraud:1 expects \[-1, 8\]"):
+        model.validate({"x": x[:, :7]})
+    with pytest.raises(UnexpectedInputError, match="input 'features' is not an input"):
+        model.validate({"features": x})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,7 @@ from shared.errors import (
     UnexpectedInputError,
 )
 from shared.pipeline.spec import PackageSpec
-from shared.pipeline.validate import validate_inputs
+from shared.pipeline.validate import Validator, validate_inputs
 
 SPEC = PackageSpec.model_validate(
     {
@@ -144,3 +146,89 @@ def test_non_finite_fp64_found_after_cast() -> None:
     assert str(err) == (
         "input 'x' holds NaN or infinity (first at row 1); model m:1 accepts finite values only"
     )
+
+
+# -- Validator: the per-request path (fast accept, else validate_inputs) -------------------
+
+_BAD: list[tuple[str, dict[str, object]]] = [
+    ("missing", {"x": np.zeros((2, 3), np.float32)}),
+    ("unexpected", {**_ok(), "extra": np.zeros(2)}),
+    ("dtype", {**_ok(), "x": np.zeros((2, 3), np.int64)}),
+    ("strings", {**_ok(), "ids": np.array(["a", "b"])}),
+    ("rank", {**_ok(), "x": np.zeros((2, 3, 1), np.float32)}),
+    ("fixed dim", {**_ok(), "x": np.zeros((2, 4), np.float32)}),
+    ("rows", {**_ok(), "ids": np.arange(3, dtype=np.int64)}),
+    ("empty", {"x": np.zeros((0, 3), np.float32), "ids": np.zeros(0, np.int64)}),
+    ("scalar", {"x": np.float32(1.0), "ids": np.arange(2, dtype=np.int64)}),
+    ("byte-swapped", {**_ok(), "x": np.zeros((2, 3), ">f4")}),
+    ("nan", {**_ok(), "x": np.array([[0, 0, 0], [0, np.nan, 0]], np.float32)}),
+    ("inf fp64", {**_ok(), "x": np.array([[0, 0, 0], [np.inf, 0, 0]], np.float64)}),
+]
+
+
+@pytest.mark.parametrize(("case", "inputs"), _BAD, ids=[c for c, _ in _BAD])
+def test_validator_refuses_exactly_as_validate_inputs(case: str, inputs: dict[str, object]) -> None:
+    expected = _refused(inputs)  # type: ignore[arg-type]
+    with pytest.raises(InputError) as err:
+        Validator(SPEC)(inputs)  # type: ignore[arg-type]
+    assert type(err.value) is type(expected), case
+    assert str(err.value) == str(expected)
+    assert err.value.input_name == expected.input_name
+
+
+def test_validator_passes_fitting_inputs_unchanged_and_casts_others() -> None:
+    inputs = _ok()
+    out = Validator(SPEC)(inputs)
+    assert out == inputs and out is not inputs
+    assert out["x"] is inputs["x"] and out["ids"] is inputs["ids"]
+    cast = Validator(SPEC)({"x": np.zeros((2, 3), np.float64), "ids": [0, 1]})  # type: ignore[dict-item]
+    assert cast["x"].dtype == np.float32 and cast["ids"].dtype == np.int64
+    assert list(cast) == ["x", "ids"]
+
+
+def test_validator_handles_dynamic_trailing_dims_and_mappings() -> None:
+    spec = SPEC.model_copy(
+        update={
+            "inputs": (
+                SPEC.inputs[0].model_copy(update={"shape": (-1, -1)}),
+                SPEC.inputs[1],
+            )
+        }
+    )
+    wide: dict[str, np.ndarray] = {"x": np.zeros((2, 7), np.float32), "ids": np.arange(2, dtype=np.int64)}
+    assert Validator(spec)(wide)["x"] is wide["x"]
+    assert Validator(SPEC)(MappingProxyType(_ok()))["x"].shape == (2, 3)
+
+
+def test_defer_finite_leaves_nan_to_check_finite() -> None:
+    v = Validator(SPEC)
+    x = np.zeros((4, 3), np.float32)
+    x[3, 2] = np.nan
+    inputs: dict[str, np.ndarray] = {"x": x, "ids": np.arange(4, dtype=np.int64)}
+    assert v(inputs, defer_finite=True)["x"] is x
+    with pytest.raises(NonFiniteError) as err:
+        v.check_finite(inputs)
+    assert str(err.value) == (
+        "input 'x' holds NaN or infinity (first at row 3); model m:1 accepts finite values only"
+    )
+    # The general path defers too (a cast input), and the check then finds it.
+    cast = v({"x": x.astype(np.float64), "ids": inputs["ids"]}, defer_finite=True)
+    with pytest.raises(NonFiniteError):
+        v.check_finite(cast)
+    # Other errors are never deferred.
+    with pytest.raises(ShapeError):
+        v({"x": x[:, :2], "ids": inputs["ids"]}, defer_finite=True)
+
+
+def test_check_finite_is_a_no_op_when_the_policy_allows_non_finite() -> None:
+    lax = SPEC.model_copy(
+        update={"input_policy": SPEC.input_policy.model_copy(update={"allow_non_finite": True})}
+    )
+    v = Validator(lax)
+    assert not v.checks_finite and Validator(SPEC).checks_finite
+    inputs: dict[str, np.ndarray] = {
+        "x": np.full((2, 3), np.inf, np.float32),
+        "ids": np.arange(2, dtype=np.int64),
+    }
+    v.check_finite(inputs)
+    assert v(inputs)["x"] is inputs["x"]

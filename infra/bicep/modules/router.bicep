@@ -63,6 +63,9 @@ param zoneRedundant bool = false
 @description('RouterSettings values (shared/settings.py, prefix SCOREFN_ROUTER_), keyed by field name.')
 param settings object
 
+@description('Audience of hop authentication: forwarded requests carry a token for it from the router identity (SCOREFN_ROUTER_HOP_AUDIENCE).')
+param hopAudience string
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: 'plan-${baseName}-router'
   location: location
@@ -166,6 +169,26 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: string(settings.config_ttl_s)
         }
         {
+          name: 'SCOREFN_ROUTER_BLOBS_URL'
+          value: blobEndpoint
+        }
+        {
+          name: 'SCOREFN_ROUTER_STATE_FLUSH_S'
+          value: string(settings.state_flush_s)
+        }
+        {
+          name: 'SCOREFN_ROUTER_OUTCOME_BUCKET_S'
+          value: string(settings.outcome_bucket_s)
+        }
+        {
+          name: 'SCOREFN_ROUTER_ROLLOUT_SCHEDULE'
+          value: string(settings.rollout_schedule)
+        }
+        {
+          name: 'SCOREFN_ROUTER_ROLLOUT_LEASE_S'
+          value: string(settings.rollout_lease_s)
+        }
+        {
           name: 'SCOREFN_ROUTER_TIMEOUT_S'
           value: string(settings.timeout_s)
         }
@@ -192,6 +215,15 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'SCOREFN_ROUTER_MAX_BODY_BYTES'
           value: string(settings.max_body_bytes)
+        }
+        {
+          name: 'SCOREFN_ROUTER_HOP_AUDIENCE'
+          value: hopAudience
+        }
+        {
+          // Hop tokens come from the router's user-assigned identity.
+          name: 'SCOREFN_ROUTER_HOP_CLIENT_ID'
+          value: identityClientId
         }
       ]
     }

@@ -69,6 +69,15 @@ param settings object
 @description('BatchSettings values shared by every deployment (shared/settings.py, prefix SCOREFN_BATCH_), keyed by field name; each deployment gets its own chunk queue chunks-<deployment>.')
 param batchSettings object
 
+@description('Hop authentication: the audience of the router\'s tokens (SCOREFN_HOP_AUDIENCE).')
+param hopAudience string
+
+@description('Hop authentication: the tenant whose Entra ID issues the router\'s tokens (SCOREFN_HOP_TENANT).')
+param hopTenantId string
+
+@description('Hop authentication: client id of the router identity, the only caller let in (SCOREFN_HOP_ALLOWED_CLIENTS).')
+param hopAllowedClients string
+
 var baseProfiles = [
   {
     name: 'Consumption'
@@ -229,6 +238,46 @@ resource apps 'Microsoft.App/containerApps@2025-02-02-preview' = [for d in deplo
               value: string(settings.request_timeout_s)
             }
             {
+              name: 'SCOREFN_MODEL_STORE'
+              value: string(settings.model_store)
+            }
+            {
+              name: 'SCOREFN_MODEL_STORE_CONTAINER'
+              value: string(settings.model_store_container)
+            }
+            {
+              name: 'SCOREFN_MODEL_STORE_MODELS'
+              value: string(settings.model_store_models)
+            }
+            {
+              name: 'SCOREFN_MODEL_STORE_REFRESH_S'
+              value: string(settings.model_store_refresh_s)
+            }
+            {
+              name: 'SCOREFN_MODEL_CACHE_DIR'
+              value: string(settings.model_cache_dir)
+            }
+            {
+              name: 'SCOREFN_MAX_LOADED_MODELS'
+              value: string(settings.max_loaded_models)
+            }
+            {
+              name: 'SCOREFN_MAX_MEMORY_MB'
+              value: string(settings.max_memory_mb)
+            }
+            {
+              name: 'SCOREFN_HOP_AUDIENCE'
+              value: hopAudience
+            }
+            {
+              name: 'SCOREFN_HOP_TENANT'
+              value: hopTenantId
+            }
+            {
+              name: 'SCOREFN_HOP_ALLOWED_CLIENTS'
+              value: hopAllowedClients
+            }
+            {
               name: 'SCOREFN_BATCHING'
               value: string(d.batching)
             }
@@ -256,6 +305,12 @@ resource apps 'Microsoft.App/containerApps@2025-02-02-preview' = [for d in deplo
             {
               name: 'SCOREFN_BATCH_QUEUE'
               value: 'chunks-${d.name}'
+            }
+            {
+              // '{deployment}' is replaced by the app's SCOREFN_DEPLOYMENT; the router's
+              // default of the same setting names the same queue
+              name: 'SCOREFN_BATCH_PLAN_QUEUE'
+              value: 'batch-plans-{deployment}'
             }
             {
               name: 'SCOREFN_BATCH_ENDPOINTS'
@@ -288,6 +343,10 @@ resource apps 'Microsoft.App/containerApps@2025-02-02-preview' = [for d in deplo
             {
               name: 'SCOREFN_BATCH_MODEL_WAIT_S'
               value: string(batchSettings.model_wait_s)
+            }
+            {
+              name: 'SCOREFN_BATCH_MAX_CONCURRENT_CHUNKS'
+              value: string(batchSettings.max_concurrent_chunks)
             }
           ]
         }
