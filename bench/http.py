@@ -36,7 +36,10 @@ requests at c=1 and c=8, alternately direct to the deployment (``direct``) and t
 ``/api/endpoints/bench/v2/...`` with a dev-issuer bearer token (audience
 ``api://scorefn-bench``, role ``Endpoint.Invoke``) sent by the wrk script (``router``).
 Every server process of this part (host, router, issuer, and Azurite, re-pinned for it)
-runs on the server core; the server CPU of these rows is theirs together.
+runs on the server core; the server CPU of these rows is theirs together, and each
+process's CPU microseconds per request are printed under the row (the steadiest figure
+on a shared machine). Hop authentication is off here, as for any bare scoring host, so
+the direct path needs no token.
 
 Start-up: from process launch to the first 200 of ``POST /api/v2/models/fraud/infer``
 (polled every 10 ms) for a host serving only fraud, and for the floor serving only fraud;
@@ -107,13 +110,19 @@ import build_models  # type: ignore[import-not-found]  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from shared.auth.dev_issuer import DEV_TENANT, DevIssuer  # noqa: E402
+from shared.auth.dev_issuer import (  # noqa: E402
+    DEV_IDENTITY_CLIENT_ID,
+    DEV_TENANT,
+    DevIssuer,
+    identity_header_secret,
+)
 from shared.localhost.azurite import AzuriteProcess  # noqa: E402
 from shared.localhost.ports import free_ports, port_open  # noqa: E402
 from shared.localhost.process import ChildProcess  # noqa: E402
 from shared.localhost.runner import HostProcess, wait_for_http  # noqa: E402
 from shared.routing.endpoint import AuthSpec, DeploymentSpec, EndpointSpec  # noqa: E402
 from shared.stack import (  # noqa: E402
+    LOCAL_HOP_AUDIENCE,
     apply_endpoint,
     router_host,
     start_dev_issuer,
@@ -251,9 +260,16 @@ class Workspace:
         return self.workdir / "profiles" / f"{label}.prof"
 
     def host(
-        self, label: str, *, models: str, batching: bool, telemetry: bool = False
+        self,
+        label: str,
+        *,
+        models: str,
+        batching: bool,
+        telemetry: bool = False,
+        env: dict[str, str] | None = None,
     ) -> HostProcess:
-        """A scorefn local host (not started); ``telemetry``: the Prometheus exporter on."""
+        """A scorefn local host (not started); ``telemetry``: the Prometheus exporter on;
+        ``env``: more settings."""
         (port,) = free_ports(1)
         profile = self.profile_path(label)
         return HostProcess(
@@ -271,6 +287,7 @@ class Workspace:
                 "SCOREFN_BATCHING": "true" if batching else "false",
                 "SCOREFN_DEPLOYMENT": label,
                 "SCOREFN_TELEMETRY_EXPORTER": "prometheus" if telemetry else "none",
+                **(env or {}),
             },
         )
 
@@ -648,7 +665,12 @@ def check_ok(target: Target, body: Path) -> None:
 
 
 def bench_router(
-    work: Workspace, storage: AzuriteProcess, body: Path, opts: RunOptions
+    work: Workspace,
+    storage: AzuriteProcess,
+    body: Path,
+    opts: RunOptions,
+    *,
+    hop_auth: bool = False,
 ) -> list[Measurement]:
     """Fraud single-row requests, direct to one deployment and through the router to it.
 
@@ -656,6 +678,10 @@ def bench_router(
     and Azurite (re-pinned for this part) on the server core, wrk on the client core. The
     router checks a real dev-issuer token (role ``Endpoint.Invoke``) on every request and
     chooses the deployment by traffic (100 %), as an unpinned caller is served.
+
+    ``hop_auth``: the deployment accepts only hop tokens (as under ``scorefn up``), the
+    router sends its own from ``ManagedIdentityCredential`` pointed at the dev issuer,
+    and the direct path sends such a token too.
     """
     issuer_port, router_port = free_ports(2)
     issuer_url = f"http://127.0.0.1:{issuer_port}"
@@ -665,11 +691,25 @@ def bench_router(
     out: list[Measurement] = []
     with contextlib.ExitStack() as stack:
         stack.enter_context(threads_pinned(storage.pid, work.server_core, after=opts.cores.client))
+        secret_file = key_file.parent / "identity-header" if hop_auth else None
         issuer = start_dev_issuer(
-            issuer_port, key_file=key_file, log_path=work.log("dev-issuer"), python=python
+            issuer_port,
+            key_file=key_file,
+            log_path=work.log("dev-issuer"),
+            python=python,
+            identity_header_file=secret_file,
         )
         stack.callback(stop_dev_issuer, issuer)
-        deployment = work.host("router-deployment", models="fraud:1", batching=True)
+        dev_issuer = DevIssuer.from_key_file(key_file, issuer_url)
+        hop_env = {
+            "SCOREFN_HOP_AUDIENCE": LOCAL_HOP_AUDIENCE,
+            "SCOREFN_HOP_TENANT": DEV_TENANT,
+            "SCOREFN_HOP_LOCAL_ISSUER": issuer_url,
+            "SCOREFN_HOP_ALLOWED_CLIENTS": DEV_IDENTITY_CLIENT_ID,
+        }
+        deployment = work.host(
+            "router-deployment", models="fraud:1", batching=True, env=hop_env if hop_auth else {}
+        )
         host = stack.enter_context(running(deployment))
         apply_endpoint(work.storage, router_spec(deployment.port))
         router = router_host(
@@ -679,14 +719,20 @@ def bench_router(
             host_id="bench-router",
             log_path=work.log("router"),
             python=str(pinned_python(work.workdir, work.server_core, work.profile_path("router"))),
+            hop_audience=LOCAL_HOP_AUDIENCE if secret_file is not None else None,
+            identity_header=identity_header_secret(secret_file) if secret_file else None,
         )
         stack.enter_context(running(router, ready=False))
-        token = DevIssuer.from_key_file(key_file, issuer_url).mint_token(
-            ROUTER_AUDIENCE, ("Endpoint.Invoke",), DEV_TENANT
-        )
+        token = dev_issuer.mint_token(ROUTER_AUDIENCE, ("Endpoint.Invoke",), DEV_TENANT)
+        hop_token = dev_issuer.identity_token(LOCAL_HOP_AUDIENCE)["access_token"]
         pids = (host.pid, router.pid, issuer.pid, storage.pid)
         names = ("deployment", "router", "issuer", "azurite")
-        direct = Target(host.base_url + INFER_PATH.format(model="fraud"), pids, names=names)
+        direct = Target(
+            host.base_url + INFER_PATH.format(model="fraud"),
+            pids,
+            f"Bearer {hop_token}" if hop_auth else None,
+            names,
+        )
         routed = Target(
             f"{router.base_url}/api/endpoints/{ROUTER_ENDPOINT}"
             + INFER_PATH.format(model="fraud").removeprefix("/api"),
@@ -967,6 +1013,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--client-core", type=int, default=1, help="core wrk (and this) runs on")
     ap.add_argument("--workdir", type=Path, default=ROOT / ".run" / "bench-http")
     ap.add_argument("--profile", action="store_true", help="run the hosts under cProfile")
+    ap.add_argument(
+        "--hop-auth",
+        action="store_true",
+        help="router path with hop authentication on (the deployment takes only hop tokens)",
+    )
     ap.add_argument("--verbose", action="store_true", help="print wrk's own reports")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
     ap.add_argument(
@@ -1051,7 +1102,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows += bench_server(server, label, bodies, concurrency=concurrency, opts=opts)
         if args.only in (None, "router"):
             print("router path", flush=True)
-            rows += bench_router(work, storage, bodies["fraud"], opts)
+            rows += bench_router(work, storage, bodies["fraud"], opts, hop_auth=args.hop_auth)
     except (KeyboardInterrupt, _Terminated):
         print("\ninterrupted: every server stopped", file=sys.stderr, flush=True)
         return 130

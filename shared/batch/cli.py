@@ -105,7 +105,11 @@ def add_batch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     common(submit)
     submit.add_argument("input", help="<endpoint>/<file> in the input container, or a blob URL")
     submit.add_argument("--deployment", help="default: the endpoint's largest traffic share")
-    submit.add_argument("--model", help="name[:version] (default: the deployment's first)")
+    submit.add_argument(
+        "--model",
+        help="name[:version] (default: the deployment's first), or a template naming a "
+        "partition column: 'sales-{store_id}' scores each row with its store's model",
+    )
     submit.add_argument("--id-columns", help="comma-separated columns copied to predictions")
     submit.add_argument("--output-format", choices=["csv", "parquet"])
     waiting(submit)

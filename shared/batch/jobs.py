@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shared.batch.formats import Format, format_for
 from shared.batch.ledger import JobLedger, JobRecord, bit_count, bit_set
 from shared.batch.messages import ChunkMessage, PlanMessage
+from shared.batch.modeltemplate import ModelTemplate
 from shared.batch.naming import job_id, output_prefix, plan_blob, plan_queue_name
 from shared.errors import BatchInputError, DecodeError, NotFoundError, RequestError
 from shared.settings import BatchSettings
@@ -47,7 +48,12 @@ class JobRequest(BaseModel):
     deployment: str | None = Field(
         default=None, description="deployment that scores it; default: the endpoint's largest"
     )
-    model: str | None = Field(default=None, description="name or name:version of its model")
+    model: str | None = Field(
+        default=None,
+        description="name or name:version of its model, or a model-name template naming a "
+        "partition column, e.g. sales-{store_id}: each row is scored by the model its "
+        "store_id value names",
+    )
     id_columns: list[str] | None = Field(
         default=None, description="input columns copied to predictions"
     )
@@ -210,6 +216,7 @@ class BatchJobs:
     ) -> tuple[JobRecord, bool]:
         """Record the job of the input's current version and ask ``deployment`` to plan it.
         Returns the job and whether it is new (the same blob version gives the same job)."""
+        ModelTemplate.parse(request.model)  # a malformed model-name template: refused now
         container, name = self._locate(endpoint, request.input)
         blob = self.blobs.get_blob_client(container, name)
         try:

@@ -207,24 +207,26 @@ class JobLedger:
         assert stored is not None
         return stored, True
 
-    def store_plan(self, record: JobRecord) -> JobRecord:
+    def store_plan(self, record: JobRecord) -> tuple[JobRecord, bool]:
         """Store a planned job (state ``planning``, ``chunks`` set): insert it, or fill in
         the job when it was recorded unplanned (by the job API, or by a resume after it
-        failed at planning). Returns the job as stored: another planner's when it got
-        there first."""
+        failed at planning). Returns the job as stored (another planner's when it got
+        there first) and whether this call stored it."""
         stored, created = self.create(record)
         if created:
-            return stored
+            return stored, True
 
         def fill(current: JobRecord) -> JobRecord | None:
             if current.state != "planning" or current.chunks > 0:
                 return None
+            # the submitter's options win; the planner's additions (a templated job's
+            # reference model) are kept
+            options = {**record.options, **current.options}
             return dataclasses.replace(
-                record, created=current.created, options=current.options, resumes=current.resumes
+                record, created=current.created, options=options, resumes=current.resumes
             )
 
-        stored, _ = self.update(record.endpoint, record.job, fill)
-        return stored
+        return self.update(record.endpoint, record.job, fill)
 
     def get(self, endpoint: str, job: str) -> JobRecord | None:
         """The job, or None."""

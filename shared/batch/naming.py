@@ -2,7 +2,9 @@
 
 Input convention: ``batch-input/<endpoint>/<path>``; when ``<path>`` starts with a folder
 ``model=<name>`` or ``model=<name>:<version>``, that model of the scoring app scores the
-file, otherwise the app's first model (``SCOREFN_MODELS``).
+file, otherwise the app's first model (``SCOREFN_MODELS``). A template
+``model=sales-{store_id}`` scores each row with the model its ``store_id`` value names
+(``shared.batch.partitioned``).
 """
 
 from __future__ import annotations

@@ -30,11 +30,12 @@ from shared.batch.jobs import write_plan
 from shared.batch.ledger import TERMINAL, JobLedger, JobRecord
 from shared.batch.mapping import bind_inputs, check_columns, pick_id_columns
 from shared.batch.messages import ChunkMessage, PlanMessage
+from shared.batch.modeltemplate import ModelTemplate
 from shared.batch.naming import job_id, output_prefix, parse_input_name, plan_queue_name
+from shared.batch.partitioned import chunk_scorer, plan_template, planned_record
 from shared.batch.planning import chunk_target, line_chunks, row_group_chunks
 from shared.batch.reading import ChunkRows, read_csv_chunk, read_jsonl_chunk, read_parquet_chunk
 from shared.batch.retry import Action, action_for
-from shared.batch.scoring import score_chunk
 from shared.batch.staging import write_chunk
 from shared.errors import BatchInputError, NotFoundError
 from shared.pipeline.spec import PackageSpec
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 _WINDOW = 64 * 1024
 _PLAN_THREADS = 8
+_PLANNER_LEASE_S = 60.0
+"""A job still planning this long after it was recorded lost its planner (seconds)."""
 """Ranged reads (cut search) and message sends a planner runs at once."""
 
 
@@ -75,6 +78,10 @@ class BatchService:
         self._endpoints = {e.strip() for e in settings.endpoints.split(",") if e.strip()}
         self._containers_ready = False
         self._scoring = threading.BoundedSemaphore(settings.max_concurrent_chunks)
+        # chunks held in memory at once (read, scored or being written): twice the scoring
+        # bound, so reads and writes overlap scoring while a host that leased many
+        # messages (host.json batchSize) does not read them all at once
+        self._in_memory = threading.BoundedSemaphore(2 * settings.max_concurrent_chunks)
 
     def _ensure_containers(self) -> None:
         if self._containers_ready:
@@ -153,9 +160,23 @@ class BatchService:
             record, spans = self._plan(record, self._source(record), where)
         except BatchInputError as exc:
             return self._fail_planning(record, str(exc), where)
-        stored = self.ledger.store_plan(record)
+        stored, won = self.ledger.store_plan(record)
         if stored.state != "planning" or stored.chunks != len(spans):
             return stored  # another planner stored its plan first and sends its chunks
+        if not won:
+            # another planner (a second host saw the same drop) stored this plan and is
+            # sending its chunks; sending them too would score every chunk twice. Wait for
+            # the job to start running; a job still planning after the lease lost its
+            # planner, and its chunks are sent again below.
+            deadline = stored.created + _PLANNER_LEASE_S
+            while stored.state == "planning" and time.time() < deadline:
+                time.sleep(0.2)
+                current = self.ledger.get(stored.endpoint, stored.job)
+                if current is None:
+                    return stored
+                stored = current
+            if stored.state != "planning":
+                return stored
         write_plan(self.staging, stored.job, spans)
         traceparent = current_traceparent()
 
@@ -232,7 +253,12 @@ class BatchService:
         self, record: JobRecord, blob: BlobClient, where: str
     ) -> tuple[JobRecord, list[tuple[int, int]]]:
         fmt = format_for(where)
-        spec = self._spec(record.options.get("model"), record.options.get("version"))
+        template = ModelTemplate.parse(record.options.get("model"), record.options.get("version"))
+        spec = (
+            plan_template(template, self.plane, wait_s=self.settings.model_wait_s)
+            if template is not None
+            else self._spec(record.options.get("model"), record.options.get("version"))
+        )
         label = f"{spec.name}:{spec.version}"
         bindings = bind_inputs(spec)
         size, etag = record.size, record.etag
@@ -299,6 +325,8 @@ class BatchService:
             header_end=header_end,
             chunks=len(spans),
         )
+        if template is not None:  # many models: each row's model from its partition value
+            record = planned_record(record, template, spec, available)
         return record, spans
 
     # ------------------------------------------------------------------ score
@@ -342,21 +370,26 @@ class BatchService:
                     raise
                 return
             log.info(
-                "job %s chunk %d: %d rows, %d errors in %.2f s",
+                "job %s chunk %d: %d rows, %d errors in %.2f s (read %.2f s)",
                 job.job,
                 message.chunk,
                 manifest["rows"],
                 manifest["errors"],
                 manifest["seconds"],
+                manifest["read_s"],
             )
             job, _ = self.ledger.mark_chunk(job.endpoint, job.job, message.chunk)
         self._maybe_commit(job, was_committing=was_committing)
 
     def _score(self, job: JobRecord, message: ChunkMessage) -> dict[str, float | int]:
+        with self._in_memory:
+            return self._score_held(job, message)
+
+    def _score_held(self, job: JobRecord, message: ChunkMessage) -> dict[str, float | int]:
         started = time.perf_counter()
         self.plane.wait_loaded(self.settings.model_wait_s)
-        model = self.plane.model(job.model, job.version)
-        bindings = bind_inputs(model.spec)
+        scorer = chunk_scorer(job, self.plane, wait_s=self.settings.model_wait_s)
+        bindings = scorer.bindings
         blob = self._source(job)
         fmt = Format(job.format)
         chunk: ChunkRows
@@ -372,7 +405,7 @@ class BatchService:
                 chunk = read_jsonl_chunk(body, bindings, job.id_columns)
         read_s = time.perf_counter() - started
         with self._scoring:  # reads and writes overlap; CPU-bound scoring is bounded
-            scored = score_chunk(model, chunk)
+            scored = scorer.score(chunk)
         seconds = time.perf_counter() - started
         manifest: dict[str, float | int] = {
             "chunk": message.chunk,

@@ -188,6 +188,61 @@ class StoreDataPlane(DataPlane):
             raise NotReadyError(f"model '{name}' was unloaded; retry", retry_after=1)
         return model
 
+    def hold(
+        self,
+        name: str,
+        version: str | None = None,
+        *,
+        timeout: float,
+        listed_after: float | None = None,
+    ) -> ModelLease:
+        """Blocking ``acquire`` for threads without an event loop (partitioned batch
+        chunks): lease the model, waiting up to ``timeout`` s for its load (single flight
+        with every other caller). A name the index does not know is looked up again in a
+        listing started after ``listed_after`` (``time.monotonic()``) before the
+        ``NotFoundError``. A package that failed to load raises ``PackageError``; still
+        loading after ``timeout``, or the store unreachable, ``NotReadyError``."""
+        try:
+            listing = self._resolve(name, version)
+        except NotFoundError:
+            snap = self.index.snapshot
+            if listed_after is None or (snap is not None and snap.listed_at >= listed_after):
+                raise
+            with self._lock:
+                running = self._relisting
+                if running is None or running.done():
+                    running = self._relisting = self._lister.submit(self.refresh)
+            running.result()
+            listing = self._resolve(name, version)
+        key = _key(listing)
+        where = f"model '{listing.name}' version '{listing.version}'"
+        failed = self._failed.get(key)
+        if failed is not None and failed[1] > time.monotonic():
+            raise PackageError(where, "", f"failed to load: {failed[0]}")
+        acquired = self.working.acquire(key)
+        slot = acquired.slot
+        if slot is None:
+            if acquired.start:
+                self._executor.submit(self._load, key, listing)
+            future = acquired.future
+            assert future is not None
+            try:
+                slot = future.result(timeout)
+            except TimeoutError as exc:
+                future.add_done_callback(self._release_when_loaded)
+                raise NotReadyError(
+                    f"{where} is still loading after {timeout:g} s", retry_after=1
+                ) from exc
+            except NotReadyError as exc:
+                why = self._failed.get(key)
+                if why is not None:
+                    raise PackageError(where, "", f"failed to load: {why[0]}") from exc
+                raise
+        entry = slot.value
+        assert entry.model is not None
+        held = slot
+        return ModelLease(self, entry, entry.model, lambda: self.working.release(held))
+
     def check_ready(self, name: str, version: str | None = None) -> None:
         """``NotReadyError`` unless loaded. Loads nothing: readiness probes must not
         churn the working set."""

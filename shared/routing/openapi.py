@@ -35,6 +35,27 @@ _ROUTING = {
     },
 }
 
+_FEEDBACK = {
+    "type": "object",
+    "required": ["request_id", "reward"],
+    "properties": {
+        "request_id": {"type": "string", "description": "x-request-id of a scoring answer"},
+        "reward": {"type": "number"},
+    },
+    "additionalProperties": False,
+}
+_JOB = {
+    "type": "object",
+    "required": ["input"],
+    "properties": {
+        "input": {"type": "string", "description": "a blob name under batch-input, or its URL"},
+        "deployment": {"type": "string"},
+        "model": {"type": "string"},
+        "id_columns": {"type": "array", "items": {"type": "string"}},
+        "output_format": {"type": "string", "enum": ["csv", "parquet"]},
+    },
+}
+
 
 def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
@@ -117,6 +138,47 @@ def router_openapi_document(*, version: str, prefix: str = "/api") -> dict[str, 
                     _OK,
                     params=[ep],
                     errors=(401, 403, 404, 502),
+                )
+            },
+            f"{base}/feedback": {
+                "post": _op(
+                    "Reward for a served request (bandit traffic); duplicates count once",
+                    _OK,
+                    params=[ep],
+                    errors=(400, 401, 403, 404, 502),
+                    body=_FEEDBACK,
+                )
+            },
+            f"{base}/jobs": {
+                "get": _op(
+                    "Recent batch jobs of the endpoint",
+                    _OK,
+                    params=[ep],
+                    errors=(401, 403, 404, 502),
+                ),
+                "post": _op(
+                    "Submit a batch job for a blob in batch-input (202 + Location; "
+                    "the same blob version again answers 200 with the same job)",
+                    _OK,
+                    params=[ep],
+                    errors=(400, 401, 403, 404, 502),
+                    body=_JOB,
+                ),
+            },
+            f"{base}/jobs/{{job}}": {
+                "get": _op(
+                    "A batch job: state, progress, counts, outputs, failures",
+                    _OK,
+                    params=[ep, _path_param("job")],
+                    errors=(401, 403, 404, 502),
+                )
+            },
+            f"{base}/jobs/{{job}}/resume": {
+                "post": _op(
+                    "Resume a failed job: only unfinished chunks run again",
+                    _OK,
+                    params=[ep, _path_param("job")],
+                    errors=(400, 401, 403, 404, 502),
                 )
             },
             f"{base}/traffic": {

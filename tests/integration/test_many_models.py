@@ -393,6 +393,29 @@ def test_memory_stays_within_bound_over_5000_requests(host: HostProcess) -> None
     # Loading and evicting hundreds of models leaves resident memory where it was
     # (allowing 64 MiB for allocator fragmentation).
     assert peak - rss_start < 64 * 1024, (rss_start, peak)
+    print(f"\nRSS after 1,000 requests {rss_start} KiB, peak over the next 4,000 {peak} KiB; {s}")
+
+
+def test_memory_bound_limits_the_working_set(
+    store: tuple[str, Path, Reference], tmp_path: Path
+) -> None:
+    """With 1 MiB for models, the measured sizes (not the count of 20) decide how many
+    stay loaded."""
+    storage, _, reference = store
+    with scoring_host(tmp_path, storage, "m*", SCOREFN_MAX_MEMORY_MB="1") as h:
+        wait_ready(h.base_url)
+        with httpx.Client(timeout=30) as client:
+            for i in range(40):
+                r = client.post(
+                    f"{h.base_url}/api/v2/models/{name_of(i)}/infer",
+                    json=infer_body([[1, 2, 3, 4]]),
+                )
+                assert r.status_code == 200, r.text
+                expected = reference.run(name_of(i), "1", [[1, 2, 3, 4]]).ravel()
+                np.testing.assert_allclose(r.json()["outputs"][0]["data"], expected, rtol=1e-6)
+                s = stats(h.base_url)
+                assert s["memory_bytes"] <= s["max_memory_bytes"] == 1024 * 1024
+        assert 1 <= s["loaded"] < MAX_LOADED and s["evictions"] == 40 - s["loaded"]
 
 
 def test_pushed_version_is_served_within_10_s_and_in_flight_finish_on_theirs(
