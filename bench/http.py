@@ -373,14 +373,20 @@ def core_busy(before: dict[int, tuple[int, int]], core: int) -> tuple[float, flo
 
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    return sum(cpu_times(pid))
+
+
+def cpu_times(pid: int | None) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid`` so far (all its threads)."""
     if pid is None:
-        return 0.0
+        return 0.0, 0.0
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     # After the command name: state is field 3, utime 14 and stime 15 (1-based).
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 # ---------------------------------------------------------------------- wrk
@@ -414,6 +420,8 @@ class Measurement:
     attempts: int = 1
     cpu_us_per_request: dict[str, float] = field(default_factory=dict)
     """CPU microseconds per answered request of each named server process (router rows)."""
+    sys_us_per_request: dict[str, float] = field(default_factory=dict)
+    """The kernel's share of ``cpu_us_per_request`` (system time: sockets, epoll)."""
 
     @property
     def foreign_pct(self) -> float:
@@ -515,7 +523,7 @@ def measure_once(
 ) -> Measurement:
     """One wrk run, with the server's, wrk's and other processes' CPU use over it."""
     cores = opts.cores
-    each0 = [cpu_seconds(pid) for pid in target.pids]
+    each0 = [cpu_times(pid) for pid in target.pids]
     before, cpu0, t0 = core_times(), target.cpu_seconds(), time.monotonic()
     run = run_wrk(
         target.url,
@@ -526,7 +534,11 @@ def measure_once(
         authorization=target.authorization,
     )
     server_cpu = target.cpu_seconds() - cpu0
-    each = [cpu_seconds(pid) - c0 for pid, c0 in zip(target.pids, each0, strict=True)]
+    each = [
+        (user - u0, system - s0)
+        for pid, (u0, s0) in zip(target.pids, each0, strict=True)
+        for user, system in [cpu_times(pid)]
+    ]
     wall = time.monotonic() - t0
     server_busy, server_total = core_busy(before, cores.server)
     client_busy, client_total = core_busy(before, cores.client)
@@ -555,8 +567,12 @@ def measure_once(
         foreign_client_core_pct=_foreign(client_busy, run.cpu_seconds, client_total),
         seconds=duration,
         cpu_us_per_request={
-            name: 1e6 * cpu / max(1, int(figures["requests"]))
-            for name, cpu in zip(target.names, each, strict=False)
+            name: 1e6 * (user + system) / max(1, int(figures["requests"]))
+            for name, (user, system) in zip(target.names, each, strict=False)
+        },
+        sys_us_per_request={
+            name: 1e6 * system / max(1, int(figures["requests"]))
+            for name, (_, system) in zip(target.names, each, strict=False)
         },
     )
 
@@ -587,7 +603,10 @@ def measure(
         flush=True,
     )
     if best.cpu_us_per_request:
-        shares = ", ".join(f"{k} {v:.0f}" for k, v in best.cpu_us_per_request.items())
+        shares = ", ".join(
+            f"{k} {v:.0f} (sys {best.sys_us_per_request.get(k, 0.0):.0f})"
+            for k, v in best.cpu_us_per_request.items()
+        )
         print(f"      CPU us per request: {shares}", flush=True)
     return best
 

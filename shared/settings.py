@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.storage_clients import BATCH_NAMES, COLLECT_NAMES, Service, check_storage
 
 __all__ = [
     "AppSettings",
@@ -104,6 +106,13 @@ class ScoringSettings(BaseSettings):
             "on demand into a bounded working set instead of all from models_dir at start"
         ),
     )
+    model_store_client_id: str | None = Field(
+        default=None,
+        description=(
+            "client id of the user-assigned managed identity that reads a model_store URL; "
+            "unset = DefaultAzureCredential"
+        ),
+    )
     model_store_container: str = Field(
         default="models", description="container of model packages (scorefn models push)"
     )
@@ -136,6 +145,23 @@ class ScoringSettings(BaseSettings):
             "its load and warm-up (at least its ONNX files' size)"
         ),
     )
+
+    @model_validator(mode="after")
+    def _model_store_is_consistent(self) -> ScoringSettings:
+        if self.model_store or self.model_store_client_id:
+            is_url = self.model_store.strip().lower().startswith(("https://", "http://"))
+            check_storage(
+                connection_string=None if is_url else self.model_store,
+                urls={"blob": self.model_store.strip() if is_url else None},
+                client_id=self.model_store_client_id,
+                needs=("blob",),
+                names={
+                    "connection_string": "SCOREFN_MODEL_STORE",
+                    "blob": "SCOREFN_MODEL_STORE",
+                    "client_id": "SCOREFN_MODEL_STORE_CLIENT_ID",
+                },
+            )
+        return self
 
 
 class RouterSettings(BaseSettings):
@@ -249,7 +275,30 @@ class BatchSettings(BaseSettings):
     storage: str = Field(
         default="UseDevelopmentStorage=true",
         validation_alias=AliasChoices("SCOREFN_BATCH_STORAGE", "AzureWebJobsStorage"),
-        description="connection string of the account holding batch blobs, queue and jobs table",
+        description=(
+            "connection string of the account holding batch blobs, queues and jobs table "
+            "(local, Azurite); unused when the service URLs are set"
+        ),
+    )
+    blobs_url: str | None = Field(
+        default=None,
+        description=(
+            "blob service URL (https://<account>.blob.core.windows.net); with queues_url and "
+            "tables_url, batch storage is reached with a managed identity instead of storage"
+        ),
+    )
+    queues_url: str | None = Field(
+        default=None, description="queue service URL (https://<account>.queue.core.windows.net)"
+    )
+    tables_url: str | None = Field(
+        default=None, description="table service URL (https://<account>.table.core.windows.net)"
+    )
+    client_id: str | None = Field(
+        default=None,
+        description=(
+            "client id of the user-assigned managed identity used with the URLs; "
+            "unset = DefaultAzureCredential"
+        ),
     )
     input_container: str = Field(
         default="batch-input", description="container watched for input files"
@@ -331,6 +380,21 @@ class BatchSettings(BaseSettings):
         ),
     )
 
+    @model_validator(mode="after")
+    def _storage_is_consistent(self) -> BatchSettings:
+        urls: dict[Service, str | None] = {
+            "blob": self.blobs_url,
+            "queue": self.queues_url,
+            "table": self.tables_url,
+        }
+        check_storage(
+            connection_string=self.storage,
+            urls=urls,
+            client_id=self.client_id,
+            names=BATCH_NAMES,
+        )
+        return self
+
 
 TELEMETRY_EXPORTERS = ("none", "console", "otlp", "prometheus", "azure_monitor")
 """Values of ``SCOREFN_TELEMETRY_EXPORTER`` (a comma-separated list)."""
@@ -400,7 +464,24 @@ class TelemetrySettings(BaseSettings):
     collect_storage: str = Field(
         default="UseDevelopmentStorage=true",
         validation_alias=AliasChoices("SCOREFN_TELEMETRY_COLLECT_STORAGE", "AzureWebJobsStorage"),
-        description="connection string of the account receiving collected data",
+        description=(
+            "connection string of the account receiving collected data (local, Azurite); "
+            "unused when collect_blobs_url is set"
+        ),
+    )
+    collect_blobs_url: str | None = Field(
+        default=None,
+        description=(
+            "blob service URL (https://<account>.blob.core.windows.net) receiving collected "
+            "data, reached with a managed identity instead of collect_storage"
+        ),
+    )
+    collect_client_id: str | None = Field(
+        default=None,
+        description=(
+            "client id of the user-assigned managed identity used with collect_blobs_url; "
+            "unset = DefaultAzureCredential"
+        ),
     )
     collect_container: str = Field(
         default="data-collection",
@@ -423,6 +504,17 @@ class TelemetrySettings(BaseSettings):
     collect_flush_s: float = Field(
         default=5.0, gt=0, description="longest time a collected record waits for upload"
     )
+
+    @model_validator(mode="after")
+    def _collect_storage_is_consistent(self) -> TelemetrySettings:
+        check_storage(
+            connection_string=self.collect_storage,
+            urls={"blob": self.collect_blobs_url},
+            client_id=self.collect_client_id,
+            needs=("blob",),
+            names=COLLECT_NAMES,
+        )
+        return self
 
     @field_validator("exporter")
     @classmethod

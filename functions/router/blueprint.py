@@ -15,13 +15,13 @@ from shared.batch.jobs_api import JobsApi
 from shared.rollout.timer import rollout_controller
 from shared.routing.handlers import RouterHandlers
 from shared.routing.router import Router
-from shared.settings import RouterSettings
+from shared.settings import BatchSettings, RouterSettings
 
 __all__ = ["bp", "handlers", "openapi_bp"]
 
 _settings = RouterSettings()
 handlers = RouterHandlers(Router.from_settings(_settings), max_body_bytes=_settings.max_body_bytes)
-jobs = JobsApi(handlers.router)
+jobs = JobsApi(handlers.router, BatchSettings())  # read now: a wrong setting stops start-up
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 openapi_bp = func.Blueprint()  # type: ignore[no-untyped-call]

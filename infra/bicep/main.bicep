@@ -192,6 +192,7 @@ module router 'modules/router.bicep' = {
     tags: allTags
     storageAccountName: storage.outputs.name
     blobEndpoint: storage.outputs.blobEndpoint
+    queueEndpoint: storage.outputs.queueEndpoint
     tableEndpoint: storage.outputs.tableEndpoint
     identityId: identities.outputs.routerId
     identityClientId: identities.outputs.routerClientId
@@ -199,6 +200,9 @@ module router 'modules/router.bicep' = {
     alwaysReadyInstances: routerAlwaysReady
     hopAudience: hopAudience
     settings: union(routerDefaults, routerSettings)
+    // The job API records jobs and sends plan messages in the batch storage, with the
+    // same container, table and queue names as the scoring apps.
+    batchSettings: union(batchDefaults, batchSettings)
   }
 }
 
@@ -223,6 +227,9 @@ module scoring 'modules/scoring.bicep' = if (deployScoring) {
     identityId: identities.outputs.scoringId
     identityClientId: identities.outputs.scoringClientId
     storageAccountName: storage.outputs.name
+    blobEndpoint: storage.outputs.blobEndpoint
+    queueEndpoint: storage.outputs.queueEndpoint
+    tableEndpoint: storage.outputs.tableEndpoint
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     hopAudience: hopAudience
     hopTenantId: tenant().tenantId

@@ -33,8 +33,9 @@ def _jobs(args: argparse.Namespace) -> BatchJobs:
     from shared.settings import BatchSettings
 
     settings = BatchSettings()
-    if args.storage:
-        settings = settings.model_copy(update={"storage": args.storage})
+    if args.storage:  # a connection string given here wins over identity-based URLs
+        none = dict.fromkeys(("blobs_url", "queues_url", "tables_url", "client_id"))
+        settings = settings.model_copy(update={"storage": args.storage, **none})
     return BatchJobs(settings)
 
 

@@ -19,9 +19,8 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient
-from azure.storage.blob import BlobServiceClient, ContainerClient
-from azure.storage.queue import QueueServiceClient, TextBase64EncodePolicy
+from azure.storage.blob import ContainerClient
+from azure.storage.queue import TextBase64EncodePolicy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.batch.formats import Format, format_for
@@ -31,6 +30,7 @@ from shared.batch.modeltemplate import ModelTemplate
 from shared.batch.naming import job_id, output_prefix, plan_blob, plan_queue_name
 from shared.errors import BatchInputError, DecodeError, NotFoundError, RequestError
 from shared.settings import BatchSettings
+from shared.storage_clients import StorageClients
 
 __all__ = ["BatchJobs", "JobRequest", "job_view", "pick_deployment", "read_plan", "write_plan"]
 
@@ -144,13 +144,12 @@ class BatchJobs:
 
     def __init__(self, settings: BatchSettings) -> None:
         self.settings = settings
-        self.blobs = BlobServiceClient.from_connection_string(settings.storage)
+        clients = StorageClients.for_batch(settings)  # connection string or URLs + identity
+        self.blobs = clients.blob_service()
         self.staging = self.blobs.get_container_client(settings.staging_container)
         self.output = self.blobs.get_container_client(settings.output_container)
-        self.ledger = JobLedger(
-            TableClient.from_connection_string(settings.storage, settings.jobs_table)
-        )
-        self.queues = QueueServiceClient.from_connection_string(settings.storage)
+        self.ledger = JobLedger(clients.table(settings.jobs_table))
+        self.queues = clients.queue_service()
 
     # ------------------------------------------------------------------ read
     def get(self, endpoint: str, job: str) -> JobRecord:

@@ -42,7 +42,7 @@ from shared.modelstore.plane import StoreDataPlane
 from shared.pipeline.dtypes import to_numpy
 from shared.pipeline.model import Model
 from shared.pipeline.spec import PackageSpec, TensorSpec
-from shared.serving.dataplane import DataPlane
+from shared.serving.dataplane import DataPlane, ModelState
 
 __all__ = [
     "ChunkScorer",
@@ -71,6 +71,10 @@ def _held(
         finally:
             lease.release()
     else:
+        entry = plane.entry(name, version)
+        if entry.state is ModelState.FAILED:  # for good: rows get its reason, not retries
+            where = f"model '{entry.spec.name}' version '{entry.spec.version}'"
+            raise PackageError(where, "", f"failed to load: {entry.error}")
         yield plane.model(name, version)
 
 
@@ -116,11 +120,10 @@ def plan_template(template: ModelTemplate, plane: DataPlane, *, wait_s: float) -
                 return model.spec
         except (NotFoundError, PackageError) as exc:  # no such version / broken: next one
             problems.append(str(exc))
-            if len(problems) >= 3:
-                break
+    more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
     raise BatchInputError(
         f"model template '{template.text}': no model matching '{template.pattern}' can "
-        f"serve as the reference: {'; '.join(problems)}"
+        f"serve as the reference: {'; '.join(problems[:3])}{more}"
     )
 
 

@@ -19,9 +19,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient
-from azure.storage.blob import BlobClient, BlobServiceClient
-from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+from azure.storage.blob import BlobClient
+from azure.storage.queue import TextBase64EncodePolicy
 
 from shared.batch.blobio import BlobRangeReader, read_range
 from shared.batch.commit import commit_job, delete_staging
@@ -41,6 +40,7 @@ from shared.errors import BatchInputError, NotFoundError
 from shared.pipeline.spec import PackageSpec
 from shared.serving.dataplane import DataPlane
 from shared.settings import BatchSettings
+from shared.storage_clients import StorageClients
 from shared.telemetry.state import TELEMETRY
 from shared.telemetry.tracing import current_traceparent, message_carrier, traced
 
@@ -62,17 +62,14 @@ class BatchService:
         self.settings = settings
         self.plane = plane
         self.deployment = deployment
-        service = BlobServiceClient.from_connection_string(settings.storage)
+        clients = StorageClients.for_batch(settings)  # connection string or URLs + identity
+        service = clients.blob_service()
         self._blobs = service
         self.inputs = service.get_container_client(settings.input_container)
         self.staging = service.get_container_client(settings.staging_container)
         self.output = service.get_container_client(settings.output_container)
-        self.ledger = JobLedger(
-            TableClient.from_connection_string(settings.storage, settings.jobs_table)
-        )
-        self.queue = QueueClient.from_connection_string(
-            settings.storage, settings.queue, message_encode_policy=TextBase64EncodePolicy()
-        )
+        self.ledger = JobLedger(clients.table(settings.jobs_table))
+        self.queue = clients.queue(settings.queue, message_encode_policy=TextBase64EncodePolicy())
         self.plans = plan_queue_name(settings.plan_queue, deployment)
         """This deployment's plan queue (the job API and resume send plan messages there)."""
         self._endpoints = {e.strip() for e in settings.endpoints.split(",") if e.strip()}

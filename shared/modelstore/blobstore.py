@@ -29,6 +29,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import ContainerClient, ContentSettings, LinearRetry
 
 from shared.errors import NotReadyError, PackageError
+from shared.storage_clients import StorageClients
 
 __all__ = ["BlobFile", "ModelStoreClient", "PackageListing", "STORE_RETRY_AFTER_S"]
 
@@ -97,10 +98,16 @@ class ModelStoreClient:
 
     @classmethod
     def from_setting(
-        cls, value: str, container: str = "models", *, timeout_s: float = 5.0
+        cls,
+        value: str,
+        container: str = "models",
+        *,
+        timeout_s: float = 5.0,
+        client_id: str | None = None,
     ) -> ModelStoreClient:
-        """A client from ``SCOREFN_MODEL_STORE``: a blob service URL (managed identity,
-        ``DefaultAzureCredential``) or a connection string. Few retries and short connect
+        """A client from ``SCOREFN_MODEL_STORE``: an https blob service URL (reached with
+        the managed identity ``client_id``, else ``DefaultAzureCredential``) or a
+        connection string (``shared.storage_clients``). Few retries and short connect
         timeouts: a dead store must turn into a quick 503, not a request held for minutes."""
         options: dict[str, Any] = {
             # The storage SDK's default retry waits 15 s, then 18 s, ... before failing.
@@ -108,15 +115,10 @@ class ModelStoreClient:
             "connection_timeout": timeout_s,
             "read_timeout": 30,
         }
-        if value.startswith(("https://", "http://")):
-            from azure.identity import DefaultAzureCredential
-
-            client = ContainerClient(
-                value.rstrip("/"), container, credential=DefaultAzureCredential(), **options
-            )
-        else:
-            client = ContainerClient.from_connection_string(value, container, **options)
-        return cls(client)
+        clients = StorageClients.for_blobs(
+            value, client_id=client_id, options=options, setting="SCOREFN_MODEL_STORE"
+        )
+        return cls(clients.container(container))
 
     def _unreachable(self, what: str, exc: Exception) -> NotReadyError:
         log.warning("model store %s: %s failed: %s", self.where, what, exc)

@@ -18,7 +18,11 @@ def store_plane(settings: ScoringSettings) -> StoreDataPlane:
         rules = parse_model_rules(settings.model_store_models)
     except ValueError as exc:
         raise PackageError("SCOREFN_MODEL_STORE_MODELS", "", str(exc)) from exc
-    client = ModelStoreClient.from_setting(settings.model_store, settings.model_store_container)
+    client = ModelStoreClient.from_setting(
+        settings.model_store,
+        settings.model_store_container,
+        client_id=settings.model_store_client_id,
+    )
     options = StoreOptions(
         cache_dir=settings.model_cache_dir,
         max_loaded_models=settings.max_loaded_models,

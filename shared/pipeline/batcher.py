@@ -203,11 +203,6 @@ class _Outcome:
 
 def _signature(inputs: Tensors) -> tuple[int, _Signature]:
     """Rows and signature of one request; refuses inputs that disagree on rows."""
-    if len(inputs) == 1:  # the common case, without the general loop's bookkeeping
-        for name, arr in inputs.items():
-            shape = arr.shape
-            if shape and shape[0]:
-                return shape[0], ((name, arr.dtype, shape[1:]),)
     rows = -1
     first = ""
     parts: list[tuple[str, np.dtype[Any], tuple[int, ...]]] = []

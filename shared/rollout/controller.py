@@ -10,6 +10,16 @@ the stored outcome windows since the step started, ``evaluate`` the gates, and:
   promotion: the rollout ``succeeded`` (no baseline traffic is left to compare with);
 * ``wait``: the figures are recorded in ``last_check``.
 
+The same runs also sweep the bandit request-id ledger (under the lease, at most every
+``sweep_every_s`` and ``sweep_limit`` rows a run; a run that hits the limit leaves the
+rest for the next tick): ids older than each bandit endpoint's feedback window, and arm
+statistics of an earlier experiment (other arms).
+
+Telemetry: each evaluation is a ``scorefn.rollout.evaluate`` span (decision, gate values,
+both sides' requests and error rates as attributes) and sets the gate gauges; every
+decision counts in ``scorefn.rollout.events`` and a rollback in
+``scorefn.rollout.rollbacks`` with the gate that broke.
+
 ``start`` and ``abort`` are what ``scorefn rollout start|abort`` call.
 """
 
@@ -20,14 +30,21 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from opentelemetry import trace
+
 from shared.errors import NotFoundError, RequestError, UpstreamError
+from shared.rollout.arms import ArmStore
 from shared.rollout.gates import Verdict, evaluate
 from shared.rollout.lease import ControllerLease
+from shared.rollout.ledger import RequestLedger
 from shared.rollout.state import Conflict, Rollout, RolloutStore, StoredRollout
 from shared.rollout.tables import Tables
 from shared.rollout.windows import Counts, WindowStore
-from shared.routing.endpoint import GateSpec, check_steps
+from shared.routing.bandit import fingerprint
+from shared.routing.endpoint import EndpointSpec, GateSpec, check_steps
 from shared.routing.store import EndpointStore
+from shared.telemetry.state import TELEMETRY
+from shared.telemetry.tracing import set_attributes, span
 
 __all__ = ["RolloutController", "abort_rollout", "start_rollout"]
 
@@ -35,13 +52,20 @@ log = logging.getLogger("shared.rollout")
 
 
 def _event(name: str, rollout: Rollout, **fields: Any) -> None:
-    """A structured log line per decision (``shared.rollout`` logger)."""
+    """A structured log line per decision (``shared.rollout`` logger), and its metrics."""
     log.info(
         "rollout %s", name,
         extra={"rollout_event": name, "endpoint": rollout.endpoint,
                "candidate": rollout.candidate, "baseline": rollout.baseline,
                "step": rollout.step, "share": rollout.share, **fields},
     )  # fmt: skip
+    metrics = TELEMETRY.metrics
+    if metrics is not None:
+        share = rollout.traffic().get(rollout.candidate, 0)
+        event = "succeeded" if name == "step" and rollout.state == "succeeded" else name
+        metrics.rollout_event(rollout.endpoint, rollout.candidate, event, share)
+        if name == "rolled_back":
+            metrics.rollback(rollout.endpoint, str(fields.get("gate", "")))
 
 
 class RolloutController:
@@ -55,27 +79,39 @@ class RolloutController:
         *,
         instance: str,
         clock: Callable[[], float] = time.time,
+        sweep_every_s: float = 60.0,
+        sweep_limit: int = 1000,
     ) -> None:
         self.rollouts = RolloutStore(tables)
         self.windows = WindowStore(tables)
+        self.ledger = RequestLedger(tables)
+        self.arms = ArmStore(tables)
         self.endpoints = endpoints
         self.lease = lease
         self.instance = instance
         self._clock = clock
+        self.sweep_every_s = sweep_every_s
+        self.sweep_limit = sweep_limit
+        self._next_sweep = float("-inf")
+        self._sweep_turn = 0
 
     def tick(self) -> list[str]:
         """One run: what was done, as ``endpoint: event`` lines (empty: nothing)."""
         running = self.rollouts.running()
-        if not running:
-            return []
-        if not self.lease.hold():
-            return []
+        done: list[str] = []
+        if running and self.lease.hold():
+            done += self._advance_all(running)
+        done += self.sweep()
+        return done
+
+    def _advance_all(self, running: list[StoredRollout]) -> list[str]:
         done: list[str] = []
         for stored in running:
             if not self.lease.held and not self.lease.hold():
                 break  # lost the lease mid-run: stop acting
             try:
-                event = self._advance(stored)
+                with span("scorefn.rollout.evaluate", _identity(stored.rollout)):
+                    event = self._advance(stored)
             except Conflict:  # changed meanwhile (an abort): the next run sees it
                 log.info("rollout of %s changed meanwhile", stored.rollout.endpoint)
                 continue
@@ -85,6 +121,48 @@ class RolloutController:
             if event:
                 done.append(f"{stored.rollout.endpoint}: {event}")
         return done
+
+    def sweep(self) -> list[str]:
+        """Delete expired request ids and other experiments' arm statistics of bandit
+        endpoints, when due and under the lease; what was deleted, as lines."""
+        now = self._clock()
+        if now < self._next_sweep:
+            return []
+        self._next_sweep = now + self.sweep_every_s
+        try:
+            specs = [self.endpoints.get(name).spec for name in self.endpoints.names()]
+        except (UpstreamError, NotFoundError) as exc:  # NotFound: deleted meanwhile
+            log.warning("bandit sweep skipped: %s", exc)
+            return []
+        bandits = [s for s in specs if s.bandit is not None]
+        if not bandits or not self.lease.hold():
+            return []
+        turn = self._sweep_turn % len(bandits)  # who goes first, in turn: none starves
+        self._sweep_turn += 1
+        budget = self.sweep_limit
+        done: list[str] = []
+        with span("scorefn.bandit.sweep", {"endpoints": len(bandits)}) as current:
+            for spec in bandits[turn:] + bandits[:turn]:
+                try:
+                    ids, arms = self._sweep_one(spec, now, budget)
+                except UpstreamError as exc:
+                    log.warning("bandit sweep of %s: %s", spec.name, exc)
+                    continue
+                budget -= ids
+                if ids or arms:
+                    done.append(f"{spec.name}: swept {ids} request ids, {arms} stale arms")
+                if budget <= 0:
+                    self._next_sweep = now  # more to delete: go on at the next tick
+                    break
+            set_attributes(current, {"scorefn.swept_ids": self.sweep_limit - budget})
+        return done
+
+    def _sweep_one(self, spec: EndpointSpec, now: float, budget: int) -> tuple[int, int]:
+        bandit = spec.bandit
+        assert bandit is not None
+        ids = self.ledger.sweep(spec.name, before=now - bandit.feedback_window_s, limit=budget)
+        arms = self.arms.reset(spec.name, keep=fingerprint(bandit, spec.traffic))
+        return ids, arms
 
     def _advance(self, stored: StoredRollout) -> str:
         rollout = stored.rollout.model_copy(deep=True)
@@ -100,6 +178,7 @@ class RolloutController:
         baseline = totals.get(rollout.baseline, Counts())
         verdict = evaluate(rollout.gates, candidate, baseline, mirror=mirror,
                            baked=now - rollout.step_started_at >= rollout.bake_s)  # fmt: skip
+        _observe(rollout, verdict, candidate, baseline)
         check = _check(verdict, candidate, baseline, rollout.step_started_at, now)
         rollout.last_check = check
         rollout.updated_at = now
@@ -148,6 +227,37 @@ class RolloutController:
         if not self.lease.held and not self.lease.hold():
             raise Conflict(rollout.endpoint)  # lost the lease: someone else acts now
         self.endpoints.set_routing(rollout.endpoint, traffic=rollout.traffic())
+
+
+def _identity(rollout: Rollout) -> dict[str, str | int]:
+    return {"endpoint": rollout.endpoint, "candidate": rollout.candidate,
+            "baseline": rollout.baseline, "scorefn.rollout.share": rollout.share}  # fmt: skip
+
+
+def _observe(rollout: Rollout, verdict: Verdict, candidate: Counts, baseline: Counts) -> None:
+    """The evaluation's figures on the current span and in the gate gauges."""
+    if TELEMETRY.tracing:
+        attributes: dict[str, str | int | float] = {
+            "scorefn.rollout.decision": verdict.decision,
+            "scorefn.rollout.reason": verdict.reason,
+            "scorefn.candidate.requests": candidate.requests,
+            "scorefn.candidate.error_rate": candidate.error_rate,
+            "scorefn.baseline.requests": baseline.requests,
+            "scorefn.baseline.error_rate": baseline.error_rate,
+        }
+        for g in verdict.gates:
+            if g.value is not None:
+                attributes[f"scorefn.gate.{g.gate}"] = g.value
+        set_attributes(trace.get_current_span(), attributes)
+    metrics = TELEMETRY.metrics
+    if metrics is not None:
+        metrics.rollout_check(
+            rollout.endpoint,
+            verdict.decision,
+            [(g.gate, g.value) for g in verdict.gates],
+            [("candidate", rollout.candidate, candidate.requests, candidate.error_rate),
+             ("baseline", rollout.baseline, baseline.requests, baseline.error_rate)],
+        )  # fmt: skip
 
 
 def _figures(verdict: Verdict) -> str:

@@ -6,7 +6,8 @@ caller sends is a valid key that way). Properties: ``deployment``, ``served_at``
 seconds), ``rewarded``. The router writes ids in batches (``write``: one transaction per
 partition, 100 entities at most); feedback ``claim``s an id with an ETag-guarded merge,
 so a duplicate is counted once even when two instances receive it at the same moment.
-Entities older than the feedback window are deleted by ``sweep``.
+Entities older than the feedback window are deleted by ``sweep`` (the gate timer's, at
+most ``limit`` rows a run).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
@@ -23,7 +24,7 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.errors import NotFoundError, UpstreamError
 from shared.rollout.tables import REQUESTS_TABLE, Tables
 
-__all__ = ["Claim", "RequestLedger", "Served"]
+__all__ = ["Claim", "ClaimResult", "RequestLedger", "Served", "expired", "unknown"]
 
 _PARTITIONS: Final = 16
 _BATCH: Final = 100
@@ -40,12 +41,29 @@ class Served:
     rewarded: bool = False
 
 
+ClaimResult = Literal["counted", "duplicate", "unknown", "expired"]
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """The outcome of feedback for one request id."""
+    """The outcome of feedback for one request id: ``counted`` (first feedback),
+    ``duplicate``, ``unknown`` or ``expired`` (then ``deployment`` is ''; ``age_s`` is
+    the id's age when it was found)."""
 
-    deployment: str
-    duplicate: bool
+    result: ClaimResult
+    deployment: str = ""
+    age_s: float = 0.0
+
+    @property
+    def duplicate(self) -> bool:
+        """Feedback for this id was counted before."""
+        return self.result == "duplicate"
+
+    def error(self, endpoint: str, request_id: str, window_s: float) -> NotFoundError:
+        """The 404 of an ``unknown`` or ``expired`` claim."""
+        if self.result == "expired":
+            return expired(endpoint, request_id, self.age_s, window_s)
+        return unknown(endpoint, request_id, window_s)
 
 
 def _keys(endpoint: str, request_id: str) -> tuple[str, str]:
@@ -100,7 +118,7 @@ class RequestLedger:
             raise UpstreamError(f"request ledger unavailable ({type(exc).__name__})") from exc
 
     def claim(self, endpoint: str, request_id: str, *, window_s: float, now: float) -> Claim:
-        """Mark ``request_id`` rewarded; ``NotFoundError`` when unknown or expired."""
+        """Mark ``request_id`` rewarded (once); the claim says whether it counted."""
         pk, rk = _keys(endpoint, request_id)
         table = self._table
         try:
@@ -108,13 +126,13 @@ class RequestLedger:
                 try:
                     entity = table.get_entity(pk, rk)
                 except ResourceNotFoundError:
-                    raise unknown(endpoint, request_id, window_s) from None
+                    return Claim("unknown")
                 age = now - float(entity["served_at"])
                 if age > window_s:
-                    raise expired(endpoint, request_id, age, window_s)
+                    return Claim("expired", age_s=age)
                 deployment = str(entity["deployment"])
                 if entity.get("rewarded"):
-                    return Claim(deployment, duplicate=True)
+                    return Claim("duplicate", deployment, age)
                 try:
                     table.update_entity(
                         {"PartitionKey": pk, "RowKey": rk, "rewarded": True},
@@ -124,24 +142,33 @@ class RequestLedger:
                     )
                 except ResourceModifiedError:
                     continue  # claimed (or rewritten) meanwhile: look again
-                return Claim(deployment, duplicate=False)
+                return Claim("counted", deployment, age)
         except AzureError as exc:
             raise UpstreamError(f"request ledger unavailable ({type(exc).__name__})") from exc
         raise UpstreamError(f"request id {request_id!r} kept changing; send it again")
 
-    def sweep(self, endpoint: str, *, before: float) -> int:
-        """Delete ``endpoint``'s ids served before ``before``; how many were deleted."""
+    def sweep(self, endpoint: str, *, before: float, limit: int = 1000) -> int:
+        """Delete ``endpoint``'s ids served before ``before``, at most ``limit`` of them
+        (partitions in order: a run that stops at the limit leaves the rest for the next,
+        which finds the first partitions already clean); how many were deleted."""
         table = self._table
         deleted = 0
         try:
             for i in range(_PARTITIONS):
+                if deleted >= limit:
+                    break
                 pk = f"{endpoint}-{i:02d}"
                 rows = table.query_entities(
                     "PartitionKey eq @pk and served_at lt @before",
                     parameters={"pk": pk, "before": float(before)},
                     select=["PartitionKey", "RowKey"],
+                    results_per_page=_BATCH,
                 )
-                keys = [str(e["RowKey"]) for e in rows]
+                keys: list[str] = []
+                for e in rows:
+                    keys.append(str(e["RowKey"]))
+                    if deleted + len(keys) >= limit:
+                        break
                 for j in range(0, len(keys), _BATCH):
                     chunk = keys[j : j + _BATCH]
                     table.submit_transaction(

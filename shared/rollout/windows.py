@@ -140,6 +140,20 @@ class OutcomeCounter:
         if agreed:
             counts.agreed += 1
 
+    def restore(self, rows: list[tuple[str, str, int, Counts]], *, limit: int) -> int:
+        """Put back rows a failed flush did not write, ahead of newer ones (a later row
+        of the same bucket supersedes them when written together); beyond ``limit``
+        rows waiting, the oldest are dropped: how many."""
+        done = rows + self._done
+        excess = max(len(done) - limit, 0)
+        self._done = done[excess:]
+        return excess
+
+    @property
+    def waiting(self) -> int:
+        """Closed bucket rows waiting for a flush."""
+        return len(self._done)
+
     def take(self) -> list[tuple[str, str, int, Counts]]:
         """Closed buckets (handed over, forgotten here) and copies of the open ones."""
         done, self._done = self._done, []

@@ -17,11 +17,18 @@ An *arm* is a deployment with traffic > 0. ``allocation`` turns the arms' statis
 ``Allocation.choose(draw)`` picks an arm for a draw uniform in ``[0, 1)``; the router
 refreshes allocations when it flushes statistics, never per request. ``simulate`` runs
 the same code against Bernoulli arms (``bench/bandit.py`` and the tests).
+
+Statistics belong to one experiment: ``fingerprint`` names it by the arms and the reward
+scale (kind, and range for real rewards). Stored statistics carry it, and statistics
+under another fingerprint count as none, so changing the arms (or what a reward means)
+starts afresh; changing weights of the same arms, the policy, ``min_share`` or the
+warm-up keeps what was learnt.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -36,7 +43,9 @@ __all__ = [
     "SimulationResult",
     "allocation",
     "check_reward",
+    "fingerprint",
     "posterior",
+    "posterior_mean",
     "simulate",
 ]
 
@@ -116,6 +125,24 @@ def posterior(spec: BanditSpec, stats: ArmStats) -> dict[str, float]:
     sq = max(stats.reward_sq_sum - n * mean * mean, 0.0)
     var = (sq + prior_var) / n
     return {"mean": mean, "sd": math.sqrt(var / (n + 1))}
+
+
+def posterior_mean(spec: BanditSpec, stats: ArmStats) -> float:
+    """The mean of the arm's posterior (Beta mean, or the Normal's mean)."""
+    params = posterior(spec, stats)
+    if spec.reward == "binary":
+        return params["alpha"] / (params["alpha"] + params["beta"])
+    return params["mean"]
+
+
+def fingerprint(spec: BanditSpec, weights: Mapping[str, int]) -> str:
+    """The experiment's identity: the arms (deployments with ``weights`` > 0) and the
+    reward scale. Statistics recorded under another fingerprint are not reused."""
+    scale = spec.reward if spec.reward == "binary" else (
+        f"real:{spec.reward_min!r}:{spec.reward_max!r}"
+    )
+    text = "|".join([*sorted(n for n, w in weights.items() if w > 0), scale])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _sample(spec: BanditSpec, params: Mapping[str, float], rng: random.Random) -> float:

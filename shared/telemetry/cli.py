@@ -6,7 +6,9 @@ ports; the router's ``/metrics`` gives requests, latency and errors per deployme
 callers see them, and mirror agreement; each deployment's own ``/metrics`` gives its
 batch sizes (and its requests when the router cannot be scraped). Two scrapes
 ``--interval`` seconds apart give req/s; latency quantiles and error rate are over that
-window when it saw requests, else since the hosts started.
+window when it saw requests, else since the hosts started. A bandit endpoint
+(``traffic.mode: bandit``) also gets its arms: pulls, mean reward, posterior mean and
+share, from the router's bandit gauges (every router's counts as of its last flush).
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ import orjson
 from shared.errors import UpstreamError
 from shared.telemetry.scrape import Sample, fetch, histogram_quantile, total
 
-__all__ = ["DeploymentStats", "add_stats_parser", "render", "summarize"]
+__all__ = [
+    "BanditArm",
+    "DeploymentStats",
+    "add_stats_parser",
+    "bandit_arms",
+    "render",
+    "render_arms",
+    "summarize",
+]
 
 _DURATION = "scorefn_request_duration_seconds"
 _DEFAULT_ROUTER = "http://127.0.0.1:7071"
@@ -42,6 +52,65 @@ class DeploymentStats:
     error_rate: float | None
     batch_rows: float | None
     mirror_agreement: float | None
+
+
+@dataclass(frozen=True)
+class BanditArm:
+    """One arm of a bandit endpoint in ``scorefn stats``; None where not reported."""
+
+    deployment: str
+    pulls: int | None
+    mean_reward: float | None
+    posterior_mean: float | None
+    share: float | None
+
+
+def _gauge(samples: Sequence[Sample], name: str, **labels: str) -> float | None:
+    values = [s.value for s in samples if s.name == name
+              and all(s.labels.get(k) == v for k, v in labels.items())]  # fmt: skip
+    return values[-1] if values else None
+
+
+def bandit_arms(
+    endpoint: str, arms: Sequence[str], router: Sequence[Sample] | None
+) -> list[BanditArm]:
+    """The arms' figures from the router's scrape (None: the router was not scraped)."""
+    samples = router or []
+    rows: list[BanditArm] = []
+    for arm in arms:
+        labels = {"endpoint": endpoint, "deployment": arm}
+        pulls = _gauge(samples, "scorefn_bandit_pulls", **labels)
+        rows.append(
+            BanditArm(
+                deployment=arm,
+                pulls=None if pulls is None else int(pulls),
+                mean_reward=_gauge(samples, "scorefn_bandit_mean_reward", **labels),
+                posterior_mean=_gauge(samples, "scorefn_bandit_posterior_mean", **labels),
+                share=_gauge(samples, "scorefn_bandit_share", **labels),
+            )
+        )
+    return rows
+
+
+def render_arms(policy: str, arms: Sequence[BanditArm]) -> str:
+    """The bandit arms as an aligned text table."""
+    header = ("arm", "pulls", "mean reward", "posterior mean", "share")
+    table = [header] + [
+        (
+            a.deployment,
+            "-" if a.pulls is None else str(a.pulls),
+            _cell(a.mean_reward, ".4f"),
+            _cell(a.posterior_mean, ".4f"),
+            _percent(a.share),
+        )
+        for a in arms
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = [f"bandit arms (policy {policy}; every router, as of its last flush)"]
+    lines += [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in table
+    ]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _window(before: Sequence[Sample], after: Sequence[Sample]) -> list[Sample]:
@@ -200,6 +269,10 @@ def _stats(args: argparse.Namespace) -> int:
     router = scraped.pop("@router")
     names = [d.name for d in spec.deployments]
     rows = summarize(spec.name, names, router=router, hosts=scraped, interval_s=args.interval)
+    arms: list[BanditArm] | None = None
+    if spec.bandit is not None:
+        live = [n for n, w in spec.traffic.items() if w > 0]
+        arms = bandit_arms(spec.name, live, None if router is None else router[1])
     if args.json:
         document: dict[str, Any] = {
             "endpoint": spec.name,
@@ -207,9 +280,14 @@ def _stats(args: argparse.Namespace) -> int:
             "router": "ok" if router is not None else f"unreachable ({args.router_url})",
             "deployments": [asdict(r) for r in rows],
         }
+        if arms is not None and spec.bandit is not None:
+            document["bandit"] = {"policy": spec.bandit.policy,
+                                  "arms": [asdict(a) for a in arms]}  # fmt: skip
         print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
     else:
         print(render(spec.name, rows, args.interval))
+        if arms is not None and spec.bandit is not None:
+            print(render_arms(spec.bandit.policy, arms))
         if router is None:
             print(f"(router {args.router_url}/metrics could not be scraped)")
     if router is None and all(scraped.get(n) is None for n in names):

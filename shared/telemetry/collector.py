@@ -144,21 +144,23 @@ class DataCollector:
 
     @classmethod
     def from_settings(cls, settings: TelemetrySettings) -> DataCollector:
-        """A collector writing to ``collect_container`` of ``collect_storage``."""
+        """A collector writing to ``collect_container`` of ``collect_storage`` (or of
+        ``collect_blobs_url``, reached with a managed identity)."""
 
         def container() -> BlobSink:
             from azure.core.exceptions import ResourceExistsError
-            from azure.storage.blob import BlobServiceClient, ExponentialRetry
+            from azure.storage.blob import ExponentialRetry
+
+            from shared.storage_clients import StorageClients
 
             # One quick retry (the storage default waits 15 s first): records that cannot
             # be written are counted lost, and the buffer bounds memory meanwhile.
-            service = BlobServiceClient.from_connection_string(
-                settings.collect_storage,
+            client = StorageClients.for_collector(settings).container(
+                settings.collect_container,
                 retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=1),
                 connection_timeout=5,
                 read_timeout=30,
             )
-            client = service.get_container_client(settings.collect_container)
             with contextlib.suppress(ResourceExistsError):
                 client.create_container()
             return client

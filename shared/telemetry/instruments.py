@@ -13,14 +13,21 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Iterable
-from typing import Final, Protocol
+from collections.abc import Callable, Iterable
+from typing import Final, NamedTuple, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from shared.telemetry.fast import FastHistogram, FastMetrics
 
-__all__ = ["Instruments", "QueueSource", "SECONDS_BUCKETS", "ROWS_BUCKETS"]
+__all__ = [
+    "ArmReading",
+    "BanditSource",
+    "Instruments",
+    "QueueSource",
+    "SECONDS_BUCKETS",
+    "ROWS_BUCKETS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,23 @@ class QueueSource(Protocol):
 
     @property
     def queued_rows(self) -> int: ...
+
+
+class ArmReading(NamedTuple):
+    """One bandit arm as of the last statistics refresh (every router instance's counts)."""
+
+    endpoint: str
+    deployment: str
+    pulls: int
+    mean_reward: float | None
+    posterior_mean: float
+    share: float
+
+
+class BanditSource(Protocol):
+    """What the bandit gauges read (the router's ``StrategyRuntime``)."""
+
+    def arm_readings(self) -> Iterable[ArmReading]: ...
 
 
 class Instruments:
@@ -153,6 +177,7 @@ class Instruments:
             unit="{record}",
             description="data collection records by outcome: written, dropped, failed",
         )
+        self._strategy_instruments(meter)
         self._queues: weakref.WeakSet[QueueSource] = weakref.WeakSet()
         self._queues_lock = threading.Lock()
         meter.create_observable_gauge(
@@ -285,3 +310,170 @@ class Instruments:
             self.collected.add(count, {"outcome": outcome})
         except Exception:
             log.debug("collection metric not recorded", exc_info=True)
+
+    # ------------------------------------------------------------------ rollout, bandit
+    def _strategy_instruments(self, meter: Meter) -> None:
+        self.rollout_events = meter.create_counter(
+            "scorefn.rollout.events",
+            unit="{event}",
+            description=(
+                "rollout decisions by event: started, step, succeeded, rolled_back, aborted"
+            ),
+        )
+        self.rollout_step = meter.create_gauge(
+            "scorefn.rollout.step",
+            unit="%",
+            description="the candidate's traffic share set by the rollout's latest decision",
+        )
+        self.rollout_evaluations = meter.create_counter(
+            "scorefn.rollout.evaluations",
+            unit="{evaluation}",
+            description="gate evaluations by decision: wait, pass, fail",
+        )
+        self.rollout_gate = meter.create_gauge(
+            "scorefn.rollout.gate.value",
+            unit="1",
+            description=(
+                "each gate's value at the latest evaluation: error_rate_increase, "
+                "p99_latency_ratio, agreement (only measured gates)"
+            ),
+        )
+        self.rollout_requests = meter.create_gauge(
+            "scorefn.rollout.window.requests",
+            unit="{request}",
+            description="requests in the latest evaluated window, by side: candidate, baseline",
+        )
+        self.rollout_error_rate = meter.create_gauge(
+            "scorefn.rollout.window.error_rate",
+            unit="1",
+            description="error rate in the latest evaluated window, by side",
+        )
+        self.rollbacks = meter.create_counter(
+            "scorefn.rollout.rollbacks",
+            unit="{rollback}",
+            description="automatic rollbacks, by the gate that broke",
+        )
+        self.bandit_choices = meter.create_counter(
+            "scorefn.bandit.choices",
+            unit="{request}",
+            description="requests this router sent to each arm (counted at each state flush)",
+        )
+        self.bandit_feedback = meter.create_counter(
+            "scorefn.bandit.feedback",
+            unit="{feedback}",
+            description="feedback received by result: counted, duplicate, unknown, expired, "
+            "invalid, failed",
+        )
+        self.strategy_flushes = meter.create_counter(
+            "scorefn.strategy.flushes",
+            unit="{flush}",
+            description="router state flushes (arms, request ids, outcome windows): ok, failed",
+        )
+        self.strategy_dropped = meter.create_counter(
+            "scorefn.strategy.dropped",
+            unit="{item}",
+            description="state kept over failed flushes beyond its bound, dropped: "
+            "request_ids, outcome_buckets",
+        )
+        self._bandits: weakref.WeakSet[BanditSource] = weakref.WeakSet()
+        gauges: tuple[tuple[str, Callable[[ArmReading], float | None], str, str], ...] = (
+            ("scorefn.bandit.pulls", lambda a: a.pulls, "{request}",
+             "requests each arm served (every router, as of the last flush)"),
+            ("scorefn.bandit.mean_reward", lambda a: a.mean_reward, "1",
+             "mean reward of each arm's feedback"),
+            ("scorefn.bandit.posterior_mean", lambda a: a.posterior_mean, "1",
+             "mean of each arm's posterior"),
+            ("scorefn.bandit.share", lambda a: a.share, "1", "traffic share each arm gets now"),
+        )  # fmt: skip
+        for name, field, unit, what in gauges:
+            meter.create_observable_gauge(
+                name, callbacks=[self._arm_callback(field)], unit=unit, description=what
+            )
+
+    def _arm_callback(
+        self, field: Callable[[ArmReading], float | None]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            out: list[Observation] = []
+            for source in list(self._bandits):
+                try:
+                    readings = list(source.arm_readings())
+                except Exception:
+                    log.debug("bandit arms not observed", exc_info=True)
+                    continue
+                for arm in readings:
+                    value = field(arm)
+                    if value is not None:
+                        labels = {"endpoint": arm.endpoint, "deployment": arm.deployment}
+                        out.append(Observation(value, labels))
+            return out
+
+        return observe
+
+    def watch_bandits(self, source: BanditSource) -> None:
+        """Report ``source.arm_readings()`` as the bandit arm gauges."""
+        self._bandits.add(source)
+
+    def rollout_event(self, endpoint: str, candidate: str, event: str, share: int) -> None:
+        """A rollout ``started``, moved a ``step``, ``succeeded``, ``rolled_back`` or was
+        ``aborted``; ``share``: the candidate's traffic share now."""
+        try:
+            attributes = {"endpoint": endpoint, "candidate": candidate}
+            self.rollout_events.add(1, {**attributes, "event": event})
+            self.rollout_step.set(share, attributes)
+        except Exception:
+            log.debug("rollout metric not recorded", exc_info=True)
+
+    def rollout_check(
+        self,
+        endpoint: str,
+        decision: str,
+        gates: Iterable[tuple[str, float | None]],
+        sides: Iterable[tuple[str, str, int, float]],
+    ) -> None:
+        """One gate evaluation: ``gates`` (name, value or None when not measured) and
+        ``sides`` (side, deployment, requests, error rate)."""
+        try:
+            self.rollout_evaluations.add(1, {"endpoint": endpoint, "decision": decision})
+            for gate, value in gates:
+                if value is not None:
+                    self.rollout_gate.set(value, {"endpoint": endpoint, "gate": gate})
+            for side, deployment, requests, error_rate in sides:
+                attributes = {"endpoint": endpoint, "deployment": deployment, "side": side}
+                self.rollout_requests.set(requests, attributes)
+                self.rollout_error_rate.set(error_rate, attributes)
+        except Exception:
+            log.debug("rollout gate metric not recorded", exc_info=True)
+
+    def rollback(self, endpoint: str, gate: str) -> None:
+        """An automatic rollback because ``gate`` broke."""
+        try:
+            self.rollbacks.add(1, {"endpoint": endpoint, "gate": gate})
+        except Exception:
+            log.debug("rollback metric not recorded", exc_info=True)
+
+    def arm_choices(self, endpoint: str, counts: Iterable[tuple[str, int]]) -> None:
+        """Requests sent to each arm since the last flush."""
+        try:
+            for deployment, count in counts:
+                if count:
+                    self.bandit_choices.add(count, {"endpoint": endpoint, "deployment": deployment})
+        except Exception:
+            log.debug("bandit choice metric not recorded", exc_info=True)
+
+    def feedback(self, endpoint: str, result: str) -> None:
+        """One feedback request and its ``result``."""
+        try:
+            self.bandit_feedback.add(1, {"endpoint": endpoint, "result": result})
+        except Exception:
+            log.debug("feedback metric not recorded", exc_info=True)
+
+    def strategy_flush(self, outcome: str, dropped: Iterable[tuple[str, int]] = ()) -> None:
+        """One state flush (``ok`` or ``failed``) and what was dropped, by kind."""
+        try:
+            self.strategy_flushes.add(1, {"outcome": outcome})
+            for kind, count in dropped:
+                if count:
+                    self.strategy_dropped.add(count, {"kind": kind})
+        except Exception:
+            log.debug("flush metric not recorded", exc_info=True)

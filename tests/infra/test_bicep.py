@@ -57,7 +57,7 @@ APPS_OF = {
     "AppSettings": {"router", "scoring"},
     "RouterSettings": {"router"},
     "ScoringSettings": {"scoring"},
-    "BatchSettings": {"scoring"},
+    "BatchSettings": {"router", "scoring"},  # the router's job API reads it too
     "TelemetrySettings": {"router", "scoring"},
 }
 
@@ -68,15 +68,24 @@ NOT_IN_AZURE = {
     ("RouterSettings", "local_issuer"): "local mode only: never trust the dev issuer in Azure",
     ("RouterSettings", "port_shift"): "local stack only",
     ("ScoringSettings", "hop_local_issuer"): "local mode only: never trust the dev issuer in Azure",
-    ("BatchSettings", "storage"): "a connection string; shared keys are disabled in Azure "
-    "(BatchSettings needs an identity-based URL setting, reported to the lead)",
+    ("BatchSettings", "storage"): "a connection string; in Azure batch storage is reached "
+    "with blobs_url / queues_url / tables_url and the managed identity (shared keys are "
+    "disabled on the account)",
+    ("TelemetrySettings", "collect_storage"): "a connection string; in Azure collected data "
+    "goes to collect_blobs_url with the managed identity (shared keys are disabled)",
     # Telemetry: the defaults fit Azure, where APPLICATIONINSIGHTS_CONNECTION_STRING (a
     # platform name, set by Bicep) switches Azure Monitor on; the rest are opt-in knobs
     # (exporters, sampling, data collection; its storage is a connection string).
     **{
         ("TelemetrySettings", name): "optional telemetry knob; defaults fit Azure"
         for name in settings_module.TelemetrySettings.model_fields
-        if name != "applicationinsights_connection_string"
+        if name
+        not in {
+            "applicationinsights_connection_string",
+            "collect_storage",
+            "collect_blobs_url",  # identity-based storage: set by Bicep
+            "collect_client_id",
+        }
     },
 }
 

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 from onnx import TensorProto, helper, numpy_helper
 
 from shared.batch.jobs import BatchJobs, JobRequest
@@ -162,6 +162,13 @@ def storage(azurite: AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -
     ModelStoreClient.from_setting(azurite.connection_string, CONTAINER).push(
         store_package(root, "sales-odd", 99, inputs=odd), "sales-odd", "1", overwrite=True
     )
+    # a package whose bytes do not match their Content-MD5: its rows are error rows too
+    ModelStoreClient.from_setting(azurite.connection_string, CONTAINER).push(
+        store_package(root, "sales-corrupt", 98), "sales-corrupt", "1", overwrite=True
+    )
+    ContainerClient.from_connection_string(azurite.connection_string, CONTAINER).get_blob_client(
+        "sales-corrupt/1/model.onnx"
+    ).set_http_headers(ContentSettings(content_md5=bytearray(b"\0" * 16)))
     service = BlobServiceClient.from_connection_string(azurite.connection_string)
     for name in ("pm-input", "pm-output"):
         with contextlib.suppress(ResourceExistsError):
@@ -209,12 +216,15 @@ def test_csv_rows_scored_by_their_stores_model_in_order(host: HostProcess, stora
     missing = set(range(100, n, 997))  # store 77 has no model
     empty = {5, 15_001}
     odd = {42, 43}
+    corrupt = {60, 12_345}
     for i in missing:
         stores[i] = "77"
     for i in empty:
         stores[i] = ""
     for i in odd:
         stores[i] = "odd"
+    for i in corrupt:
+        stores[i] = "corrupt"
     table = pa.table(
         {
             "sale_id": [f"s{i:06d}" for i in range(n)],
@@ -232,7 +242,7 @@ def test_csv_rows_scored_by_their_stores_model_in_order(host: HostProcess, stora
     )
 
     job, summary = _summary(storage, name)
-    bad = missing | empty | odd | {7}
+    bad = missing | empty | odd | corrupt | {7}
     assert summary["status"] == "succeeded", summary
     assert summary["chunks"] >= 4
     assert (summary["rows"], summary["predicted"], summary["failed_rows"]) == (
@@ -256,6 +266,9 @@ def test_csv_rows_scored_by_their_stores_model_in_order(host: HostProcess, stora
             "[-1, 2] columns demand, margin; the reference has inputs x FP32 [-1, 4] columns "
             "f0, f1, f2, f3; outputs"
         ), reasons[i]
+    for i in corrupt:
+        assert reasons[i].startswith("model 'sales-corrupt' version '1': failed to load: ")
+        assert "sales-corrupt/1/model.onnx: Content-MD5: the downloaded bytes hash to" in reasons[i]
     assert reasons[7] == "column 'f0' 'many' is not a number (FP32)"
 
     predictions = pacsv.read_csv(

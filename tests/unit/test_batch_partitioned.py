@@ -4,6 +4,7 @@ tests/integration/test_batch_many_models.py)."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 
 import numpy as np
@@ -14,7 +15,12 @@ from shared.batch.mapping import bind_inputs
 from shared.batch.modeltemplate import ModelTemplate
 from shared.batch.partitioned import plan_template, score_partitioned
 from shared.batch.reading import read_csv_chunk
-from shared.errors import BatchInputError
+from shared.batch.retry import Action, action_for
+from shared.errors import BatchInputError, NotReadyError
+from shared.localhost.ports import free_ports
+from shared.modelstore.blobstore import ModelStoreClient
+from shared.modelstore.plane import StoreDataPlane, StoreOptions
+from shared.modelstore.policy import parse_model_rules
 from shared.serving.dataplane import DataPlane
 from tests.integration.test_batch_many_models import store_graph, store_package
 
@@ -57,7 +63,13 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlane]:
         9,
         inputs="{name: x, datatype: FP32, shape: [-1, 4], columns: [a, b, c, d]}",
     )
-    p = DataPlane(root, "sales-1,sales-2,sales-odd", batching=False)
+    broken = store_package(root, "sales-broken", 8)  # declares 8 features, the graph takes 4
+    (broken / "model.yaml").write_text(
+        (broken / "model.yaml")
+        .read_text()
+        .replace("shape: [-1, 4], columns: [f0, f1, f2, f3]", "shape: [-1, 8]")
+    )
+    p = DataPlane(root, "sales-1,sales-2,sales-odd,sales-broken", batching=False)
     p.start_loading()
     assert p.wait_loaded(60)
     yield p
@@ -71,7 +83,7 @@ def test_rows_scored_by_their_own_model_in_order(plane: DataPlane) -> None:
     reference = plan_template(template, plane, wait_s=30)
     assert (reference.name, reference.version) == ("sales-1", "1")
     rng = np.random.default_rng(0)
-    stores = ["1", "2", "2", "", "5", "1", "odd", " 2 ", "1"]
+    stores = ["1", "2", "2", "", "5", "1", "odd", " 2 ", "1", "broken"]
     x = rng.uniform(-2, 2, (len(stores), 4)).astype(np.float32)
     lines = [f"r{i},{s}," + ",".join(str(float(v)) for v in x[i]) for i, s in enumerate(stores)]
     body = ("\n".join(lines) + "\n").encode()
@@ -87,6 +99,9 @@ def test_rows_scored_by_their_own_model_in_order(plane: DataPlane) -> None:
         "model 'sales-odd' version '1' has a signature other than the job's reference model "
         "sales-1:1 (inputs x FP32 [-1, 4] columns a, b, c, d;"
     )
+    assert scored.errors[3][0] == 9
+    assert scored.errors[3][1].startswith("model 'sales-broken' version '1': failed to load: ")
+    assert len(scored.errors) == 4
     for row, demand, margin in zip(
         scored.table["row"].to_pylist(),
         scored.table["demand"].to_pylist(),
@@ -122,3 +137,30 @@ def test_no_matching_model_is_refused(plane: DataPlane) -> None:
     assert str(info.value) == (
         "model template 'demand-{region}': no model of this deployment matches 'demand-*'"
     )
+
+
+def test_an_unreachable_store_retries_the_chunk(
+    plane: DataPlane, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    (port,) = free_ports(1)  # nothing listens there: connections are refused
+    dead = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
+        f"{base64.b64encode(b'k' * 32).decode()};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+    )
+    store = StoreDataPlane(
+        ModelStoreClient.from_setting(dead, "models", timeout_s=1),
+        parse_model_rules("*"),
+        StoreOptions(cache_dir=tmp_path_factory.mktemp("cache")),
+    )
+    try:
+        assert store.wait_loaded(30)
+        reference = plan_template(ModelTemplate("sales-{store_id}", "store_id"), plane, wait_s=30)
+        chunk = read_csv_chunk(HEADER, b"a,1,1,2,3,4\n", bind_inputs(reference), ["id", "store_id"])
+        template = ModelTemplate("sales-{store_id}", "store_id")
+        with pytest.raises(NotReadyError) as info:
+            score_partitioned(chunk, template, reference, store, wait_s=5)
+        assert "cannot be reached" in str(info.value)
+        assert action_for(info.value, 1, 5) is Action.RETRY
+    finally:
+        store.stop()

@@ -25,8 +25,11 @@ param storageAccountName string
 @description('Blob endpoint of the storage account (https://<account>.blob.<suffix>/).')
 param blobEndpoint string
 
-@description('Table endpoint of the storage account: SCOREFN_ROUTER_TABLES_URL.')
+@description('Table endpoint of the storage account: SCOREFN_ROUTER_TABLES_URL, SCOREFN_BATCH_TABLES_URL.')
 param tableEndpoint string
+
+@description('Queue endpoint of the storage account: SCOREFN_BATCH_QUEUES_URL (the job API sends plan messages).')
+param queueEndpoint string
 
 @description('Container holding the router code package.')
 param deploymentContainer string = 'deployments'
@@ -62,6 +65,9 @@ param zoneRedundant bool = false
 
 @description('RouterSettings values (shared/settings.py, prefix SCOREFN_ROUTER_), keyed by field name.')
 param settings object
+
+@description('BatchSettings values (prefix SCOREFN_BATCH_), keyed by field name: the job API uses the same containers, jobs table and plan queues as the scoring apps.')
+param batchSettings object
 
 @description('Audience of hop authentication: forwarded requests carry a token for it from the router identity (SCOREFN_ROUTER_HOP_AUDIENCE).')
 param hopAudience string
@@ -223,6 +229,97 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         {
           // Hop tokens come from the router's user-assigned identity.
           name: 'SCOREFN_ROUTER_HOP_CLIENT_ID'
+          value: identityClientId
+        }
+        {
+          // The job API: batch storage by identity (shared keys are disabled).
+          name: 'SCOREFN_BATCH_BLOBS_URL'
+          value: blobEndpoint
+        }
+        {
+          name: 'SCOREFN_BATCH_QUEUES_URL'
+          value: queueEndpoint
+        }
+        {
+          name: 'SCOREFN_BATCH_TABLES_URL'
+          value: tableEndpoint
+        }
+        {
+          name: 'SCOREFN_BATCH_CLIENT_ID'
+          value: identityClientId
+        }
+        {
+          name: 'SCOREFN_BATCH_INPUT_CONTAINER'
+          value: batchSettings.input_container
+        }
+        {
+          name: 'SCOREFN_BATCH_OUTPUT_CONTAINER'
+          value: batchSettings.output_container
+        }
+        {
+          name: 'SCOREFN_BATCH_STAGING_CONTAINER'
+          value: batchSettings.staging_container
+        }
+        {
+          name: 'SCOREFN_BATCH_JOBS_TABLE'
+          value: batchSettings.jobs_table
+        }
+        {
+          // Plan messages go to 'batch-plans-<deployment>', the queue each scoring app
+          // listens on (the same setting there).
+          name: 'SCOREFN_BATCH_PLAN_QUEUE'
+          value: 'batch-plans-{deployment}'
+        }
+        {
+          // Not used by the router: resume sends chunks to the queue each job recorded
+          // (chunks-<deployment>); set so both apps read one BatchSettings.
+          name: 'SCOREFN_BATCH_QUEUE'
+          value: 'batch-chunks'
+        }
+        {
+          // The remaining BatchSettings steer planning and scoring on the scoring apps; the
+          // router gets the same values so both apps read one BatchSettings.
+          name: 'SCOREFN_BATCH_ENDPOINTS'
+          value: ''
+        }
+        {
+          name: 'SCOREFN_BATCH_CHUNK_BYTES'
+          value: string(batchSettings.chunk_bytes)
+        }
+        {
+          name: 'SCOREFN_BATCH_CHUNK_ROWS'
+          value: string(batchSettings.chunk_rows)
+        }
+        {
+          name: 'SCOREFN_BATCH_MAX_CHUNKS'
+          value: string(batchSettings.max_chunks)
+        }
+        {
+          name: 'SCOREFN_BATCH_ID_COLUMNS'
+          value: batchSettings.id_columns
+        }
+        {
+          name: 'SCOREFN_BATCH_ERROR_THRESHOLD'
+          value: string(batchSettings.error_threshold)
+        }
+        {
+          name: 'SCOREFN_BATCH_MAX_DEQUEUE_COUNT'
+          value: string(batchSettings.max_dequeue_count)
+        }
+        {
+          name: 'SCOREFN_BATCH_MODEL_WAIT_S'
+          value: string(batchSettings.model_wait_s)
+        }
+        {
+          name: 'SCOREFN_BATCH_MAX_CONCURRENT_CHUNKS'
+          value: string(batchSettings.max_concurrent_chunks)
+        }
+        {
+          name: 'SCOREFN_TELEMETRY_COLLECT_BLOBS_URL'
+          value: blobEndpoint
+        }
+        {
+          name: 'SCOREFN_TELEMETRY_COLLECT_CLIENT_ID'
           value: identityClientId
         }
       ]

@@ -60,6 +60,15 @@ param identityClientId string
 @description('Storage account name (host storage, batch blobs, queues, tables).')
 param storageAccountName string
 
+@description('Blob service endpoint of the storage account (SCOREFN_BATCH_BLOBS_URL, SCOREFN_TELEMETRY_COLLECT_BLOBS_URL): shared keys are off, so the apps reach storage with their identity.')
+param blobEndpoint string
+
+@description('Queue service endpoint of the storage account (SCOREFN_BATCH_QUEUES_URL).')
+param queueEndpoint string
+
+@description('Table service endpoint of the storage account (SCOREFN_BATCH_TABLES_URL).')
+param tableEndpoint string
+
 @description('Application Insights connection string (not a secret: local auth is off).')
 param appInsightsConnectionString string
 
@@ -242,6 +251,10 @@ resource apps 'Microsoft.App/containerApps@2025-02-02-preview' = [for d in deplo
               value: string(settings.model_store)
             }
             {
+              name: 'SCOREFN_MODEL_STORE_CLIENT_ID'
+              value: identityClientId
+            }
+            {
               name: 'SCOREFN_MODEL_STORE_CONTAINER'
               value: string(settings.model_store_container)
             }
@@ -285,6 +298,32 @@ resource apps 'Microsoft.App/containerApps@2025-02-02-preview' = [for d in deplo
               // GPU deployments refuse to start without a working CUDA provider.
               name: 'SCOREFN_REQUIRE_CUDA'
               value: string(d.compute != 'cpu')
+            }
+            {
+              // Batch storage by identity (shared keys are disabled on the account).
+              name: 'SCOREFN_BATCH_BLOBS_URL'
+              value: blobEndpoint
+            }
+            {
+              name: 'SCOREFN_BATCH_QUEUES_URL'
+              value: queueEndpoint
+            }
+            {
+              name: 'SCOREFN_BATCH_TABLES_URL'
+              value: tableEndpoint
+            }
+            {
+              name: 'SCOREFN_BATCH_CLIENT_ID'
+              value: identityClientId
+            }
+            {
+              // Data collection (off unless SCOREFN_TELEMETRY_COLLECT_RATE > 0) by identity.
+              name: 'SCOREFN_TELEMETRY_COLLECT_BLOBS_URL'
+              value: blobEndpoint
+            }
+            {
+              name: 'SCOREFN_TELEMETRY_COLLECT_CLIENT_ID'
+              value: identityClientId
             }
             {
               name: 'SCOREFN_BATCH_INPUT_CONTAINER'

@@ -134,3 +134,6 @@ output blobEndpoint string = account.properties.primaryEndpoints.blob
 
 @description('Table service endpoint (https://<account>.table.<suffix>/).')
 output tableEndpoint string = account.properties.primaryEndpoints.table
+
+@description('Queue service endpoint (https://<account>.queue.<suffix>/).')
+output queueEndpoint string = account.properties.primaryEndpoints.queue
