@@ -207,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--chunk-bytes", type=int, default=4 * 1024 * 1024, help="SCOREFN_BATCH_CHUNK_BYTES"
     )
+    ap.add_argument(
+        "--queue-batch-size",
+        type=int,
+        default=None,
+        help="host.json extensions.queues.batchSize for the workers (default: the repo's)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work folder (worker logs)")
     ap.add_argument("--json", type=Path, default=None, help="also write figures here")
     args = ap.parse_args(argv)
@@ -221,6 +227,15 @@ def main(argv: list[str] | None = None) -> int:
             for container in ("batch-input", "batch-output", "bench-raw"):
                 blobs.create_container(container)
             tables.create_table("jobs")
+            host_json = ROOT / "host.json"
+            if args.queue_batch_size is not None:
+                document = json.loads(host_json.read_text())
+                document["extensions"]["queues"].update(
+                    batchSize=args.queue_batch_size,
+                    newBatchThreshold=max(0, args.queue_batch_size // 2),
+                )
+                host_json = workdir / "host.json"
+                host_json.write_text(json.dumps(document))
             workers = []
             for i in range(2):
                 (port,) = free_ports(1)
@@ -231,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                         cwd=ROOT,
                         storage=azurite.connection_string,
                         host_id=f"bench-worker-{i}",
+                        host_json=host_json,
                         log_path=workdir / f"worker-{i}.log",
                         env={
                             "APP_ROLE": "scoring",

@@ -49,7 +49,7 @@ param routerSettings object = {}
 @description('ScoringSettings overrides shared by the deployments, keyed by field name.')
 param scoringSettings object = {}
 
-@description('BatchSettings overrides shared by the deployments, keyed by field name.')
+@description('BatchSettings overrides shared by the deployments and the router (job API), keyed by field name.')
 param batchSettings object = {}
 
 @description('Object id of the deployer (user or CI principal); empty = none. Gets data-plane roles to store the endpoint spec and upload models.')

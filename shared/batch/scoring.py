@@ -100,7 +100,8 @@ def score_chunk(model: Model, chunk: ChunkRows) -> ScoredChunk:
         array = (
             np.concatenate([o[spec.name] for o in output_parts]) if output_parts else _empty(spec)
         )
-        flat = array.reshape(len(array), -1) if array.ndim > 1 else array
+        width = int(np.prod(array.shape[1:], dtype=np.int64))
+        flat = array.reshape(len(array), width) if array.ndim > 1 else array
         names = output_columns(spec, flat.shape[1] if flat.ndim > 1 else 0)
         for j, column in enumerate(names):
             values = flat[:, j] if flat.ndim > 1 else flat

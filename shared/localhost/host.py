@@ -25,6 +25,7 @@ from shared.localhost.auth import HostKeys
 from shared.localhost.blobs import BlobListener
 from shared.localhost.hostjson import HostConfig
 from shared.localhost.http import FunctionsAsgiApp
+from shared.localhost.http_protocol import CoalescingHttpToolsProtocol
 from shared.localhost.index import FunctionDef, index_app, load_app
 from shared.localhost.queues import QueueListener
 from shared.localhost.registry import Registry, build_registry
@@ -242,6 +243,7 @@ class LocalHost:
                 log_config=None,
                 access_log=False,
                 ws="none",
+                http=CoalescingHttpToolsProtocol,  # a response's head and body in one write
                 timeout_graceful_shutdown=max(1, round(self._shutdown_timeout)),
             )
         )

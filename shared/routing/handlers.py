@@ -11,7 +11,7 @@ answered itself (for example a 401).
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 from collections.abc import Awaitable, Callable
 from typing import Final
 from urllib.parse import urlsplit
@@ -38,6 +38,30 @@ _NO_DEPLOYMENT: Final = "none"
 Handler = Callable[[func.HttpRequest, str], Awaitable[func.HttpResponse]]
 
 
+class _RequestIds:
+    """Random request ids: 32 hex digits of a version-4 UUID, as ``uuid4().hex`` gives,
+    from ``os.urandom`` read 4 KiB at a time (a system call per id, as ``uuid4`` makes,
+    costs more than the rest of making one; this runs on every request without an id)."""
+
+    __slots__ = ("_at", "_pool")
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def __call__(self) -> str:
+        at = self._at
+        if at + 16 > len(self._pool):
+            self._pool, at = os.urandom(4096), 0
+        self._at = at + 16
+        digits = self._pool[at : at + 16].hex()
+        return f"{digits[:12]}4{digits[13:16]}{'89ab'[int(digits[16], 16) & 3]}{digits[17:]}"
+
+
+new_request_id: Final = _RequestIds()
+"""A new random request id (version-4 UUID hex digits)."""
+
+
 def _json(obj: object, status: int = 200) -> func.HttpResponse:
     return func.HttpResponse(orjson.dumps(obj), status_code=status, mimetype=_JSON)
 
@@ -62,7 +86,7 @@ class RouterHandlers:
         request_id = ""
         if "x-request-id" in req.headers:
             request_id = req.headers["x-request-id"]
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or new_request_id()
         try:
             resp = await handler(req, request_id)
         except Exception as exc:
@@ -74,8 +98,11 @@ class RouterHandlers:
             if handler in (self.score, self.v2):
                 deployment = exc.deployment if isinstance(exc, Unreachable) else _NO_DEPLOYMENT
                 headers["x-deployment"] = headers["azureml-model-deployment"] = deployment
-            resp = func.HttpResponse(body, status_code=status, headers=headers, mimetype=_JSON)
-        resp.headers["x-request-id"] = request_id
+            headers["x-request-id"] = request_id
+            return func.HttpResponse(body, status_code=status, headers=headers, mimetype=_JSON)
+        # The forwarding handlers built it in (a werkzeug ``set`` costs a scan and checks).
+        if resp.headers.get("x-request-id") != request_id:
+            resp.headers["x-request-id"] = request_id
         return resp
 
     # ------------------------------------------------------------------ forwarding
@@ -98,24 +125,27 @@ class RouterHandlers:
         )
 
     @staticmethod
-    def _answer(answer: Forwarded) -> func.HttpResponse:
+    def _answer(answer: Forwarded, request_id: str) -> func.HttpResponse:
         # One headers mapping for the constructor: each later ``resp.headers[...] =`` costs
         # a scan and a validation of the werkzeug headers.
         headers = {
             **answer.headers,
             "x-deployment": answer.deployment,
             "azureml-model-deployment": answer.deployment,
+            "x-request-id": request_id,
         }
         return func.HttpResponse(answer.body, status_code=answer.status, headers=headers)
 
     async def score(self, req: func.HttpRequest, request_id: str) -> func.HttpResponse:
         """POST endpoints/{endpoint}/score -> the chosen deployment's /api/score."""
-        return self._answer(await self.router.forward(self._routed(req, request_id, "score")))
+        routed = self._routed(req, request_id, "score")
+        return self._answer(await self.router.forward(routed), request_id)
 
     async def v2(self, req: func.HttpRequest, request_id: str) -> func.HttpResponse:
         """GET|POST endpoints/{endpoint}/v2/{*path} -> the deployment's /api/v2/{path}."""
         path = "v2/" + (req.route_params.get("path") or "").lstrip("/")
-        return self._answer(await self.router.forward(self._routed(req, request_id, path)))
+        routed = self._routed(req, request_id, path)
+        return self._answer(await self.router.forward(routed), request_id)
 
     # ------------------------------------------------------------------ admin
     async def describe(self, req: func.HttpRequest, request_id: str) -> func.HttpResponse:

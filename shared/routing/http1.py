@@ -7,7 +7,9 @@ asks each socket whether it is readable, per request), aiohttp ~63 us, and this 
 only what the hop needs: ``http://`` and ``https://`` URLs (TLS verified with the
 system's CAs, as the Azure hop to a container app needs), a body sent with ``Content-Length``, the
 answer read whole (``Content-Length`` or chunked), keep-alive connections reused most
-recently used first, at most ``max_connections`` open at once.
+recently used first, at most ``max_connections`` open at once. A request's deadline
+(``timeout_s``) is one loop timer on its connection while a free slot and a pooled
+connection are at hand (as they are under steady load), ``asyncio.timeout`` otherwise.
 
 A kept-alive connection that the deployment closes (its idle timeout) leaves the pool
 when its ``connection_lost`` fires; if one closes in the instant between being taken
@@ -15,8 +17,9 @@ from the pool and answering, with nothing received yet, the request is sent once
 on a new connection (what the hop sends is idempotent: scoring, metadata).
 
 Failures are raised as ``ConnectFailed`` (no connection), ``ConnectionDropped`` (closed
-before a whole answer) and ``MalformedAnswer`` (not HTTP); the deadline as
-``TimeoutError``. ``shared.routing.forward`` maps them to ``shared.errors``.
+before a whole answer) and ``MalformedAnswer`` (not HTTP); a deadline passed as
+``TimeoutError`` (the connection is closed). ``shared.routing.forward`` maps them to
+``shared.errors``.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class MalformedAnswer(Exception):
     """The peer answered something that is not HTTP/1.1."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per request, and a frozen __init__ costs 4x
 class HttpAnswer:
     """Status, headers (names in lower case, repeated ones joined with ``, ``), body."""
 
@@ -112,6 +115,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[HttpAnswer] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         self._raw: list[list[bytes]] = []
         self._body: list[bytes] = []
         self.received = False
@@ -148,6 +152,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         waiter = self._waiter
+        self._cancel_deadline()
         answer = HttpAnswer(
             self._parser.get_status_code(), _headers(self._raw), b"".join(self._body)
         )
@@ -159,10 +164,14 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     # ------------------------------------------------------------- use
-    def send(self, request: bytes) -> asyncio.Future[HttpAnswer]:
-        """Write ``request``; the future completes with the answer."""
+    def send(self, request: bytes, deadline: float | None = None) -> asyncio.Future[HttpAnswer]:
+        """Write ``request``; the future completes with the answer, or ``TimeoutError``
+        (the connection closed) when the loop's clock reaches ``deadline``."""
         assert self._transport is not None
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        if deadline is not None:
+            self._deadline = loop.call_at(deadline, self._expire)
         self._raw = []
         self._body = []
         self.received = False
@@ -178,8 +187,19 @@ class _Connection(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         waiter = self._waiter
         self._waiter = None
+        self._cancel_deadline()
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
+
+    def _expire(self) -> None:
+        self._deadline = None
+        self._fail(TimeoutError("the deadline passed before a whole answer arrived"))
+        self.close()
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
 
 class Http1Client:
@@ -204,9 +224,11 @@ class Http1Client:
         headers: Mapping[str, str],
         body: bytes,
         connect_timeout_s: float,
+        timeout_s: float | None = None,
     ) -> HttpAnswer:
-        """Send one request and return the whole answer. Bound the total time with
-        ``asyncio.timeout`` around this call: a cancelled request closes its connection."""
+        """Send one request and return the whole answer; ``TimeoutError`` when it takes
+        more than ``timeout_s`` (None: no deadline; a caller may also cancel: a cancelled
+        request closes its connection)."""
         target = _target(url)
         lines = [method.encode("ascii"), target.head]
         for name, value in headers.items():
@@ -222,11 +244,25 @@ class Http1Client:
         lines.append(b"\r\n")
         lines.append(body)
         request = b"".join(lines)
+        if timeout_s is None:
+            return await self._exchange(target.key, request, connect_timeout_s, None)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        if self._slots.locked() or not self._idle.get(target.key):
+            # Waiting for a slot or a new connection: the deadline covers the wait too.
+            async with asyncio.timeout_at(deadline):
+                return await self._exchange(target.key, request, connect_timeout_s, None)
+        return await self._exchange(target.key, request, connect_timeout_s, deadline)
+
+    async def _exchange(
+        self, key: Key, request: bytes, connect_timeout_s: float, deadline: float | None
+    ) -> HttpAnswer:
+        """``request`` on a pooled (or new) connection; ``deadline``: the loop time at
+        which the answer is given up (None: the caller bounds the time)."""
         async with self._slots:
             for attempt in range(2):
-                connection, reused = await self._connection(target.key, connect_timeout_s)
+                connection, reused = await self._connection(key, connect_timeout_s)
                 try:
-                    answer = await connection.send(request)
+                    answer = await connection.send(request, deadline)
                 except ConnectionDropped:
                     # A pooled connection the peer closed just now: once more on a new one.
                     if reused and attempt == 0 and not connection.received:
@@ -236,7 +272,7 @@ class Http1Client:
                     connection.close()  # cancelled or failed mid-request: not reusable
                     raise
                 if not connection.closed:
-                    self._idle.setdefault(target.key, []).append(connection)
+                    self._idle.setdefault(key, []).append(connection)
                 return answer
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -49,10 +49,10 @@ MIRROR_HEADER: Final = "x-scorefn-mirror"
 _HEALTH_TIMEOUT_S: Final = 2.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per request, and a frozen __init__ costs 4x
 class RoutedRequest:
     """A request to forward: endpoint, the path under the deployment's ``/api/``, query
-    string, headers (lower-case names) and body."""
+    string, headers (lower-case names) and body. Not changed once made."""
 
     endpoint: str
     method: str

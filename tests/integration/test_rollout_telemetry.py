@@ -70,7 +70,8 @@ def _value(reader: InMemoryMetricReader, name: str, **labels: Any) -> Any:
 def _bandit_spec(name: str, traffic: dict[str, int], **bandit: Any) -> EndpointSpec:
     return EndpointSpec.model_validate({
         "name": name, "auth": {"mode": "none"},
-        "deployments": [{"name": d, "models": ["fraud"], "local_port": 9999} for d in traffic],
+        "deployments": [{"name": d, "models": ["fraud"], "local_port": 9000 + i}
+                        for i, d in enumerate(traffic)],
         "traffic": {"mode": "bandit", **traffic},
         "bandit": {"warmup_requests": 0, "feedback_window_s": 60, **bandit},
     })  # fmt: skip
@@ -164,7 +165,8 @@ def test_rollback_emits_one_rollback_with_its_gate_and_an_evaluation_span(
     name = "tm-rollback"
     endpoints.apply(EndpointSpec.model_validate({
         "name": name, "auth": {"mode": "none"},
-        "deployments": [{"name": d, "models": ["fraud"], "local_port": 9999} for d in ("blue", "bad")],
+        "deployments": [{"name": d, "models": ["fraud"], "local_port": 9000 + i}
+                        for i, d in enumerate(("blue", "bad"))],
         "traffic": {"blue": 100, "bad": 0},
     }))  # fmt: skip
     started = time.time() - 30

@@ -244,3 +244,34 @@ async def test_https_is_verified_against_the_trusted_cas(tmp_path: Path) -> None
     finally:
         await system_cas.aclose()
     await server.stop()
+
+
+async def test_timeout_s_bounds_new_and_pooled_connections_alike(client: Http1Client) -> None:
+    # Request 2 comes on a pooled connection (the deadline is a loop timer there), request
+    # 4 on a new one (the deadline covers the connect too): both are given up and their
+    # connections closed; the pool carries on with fresh ones.
+    async def reply(request: bytes, n: int) -> bytes:
+        if b"slow" in request:
+            await asyncio.sleep(5)
+        return ok()
+
+    server = await RawServer(reply).start()
+
+    async def call(path: str, timeout_s: float) -> int:
+        answer = await client.request(
+            "POST", server.url + path, headers={}, body=b"{}", connect_timeout_s=2,
+            timeout_s=timeout_s,
+        )  # fmt: skip
+        return answer.status
+
+    assert await call("/fast", 2) == 200
+    loop = asyncio.get_running_loop()
+    for expected_connections in (1, 2):
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await call("/slow", 0.2)
+        assert 0.15 < loop.time() - started < 1.5
+        assert server.connections == expected_connections
+    assert await call("/fast", 2) == 200
+    assert server.connections == 3
+    await server.stop()

@@ -230,3 +230,15 @@ def test_model_store_setting_is_a_url_or_a_connection_string() -> None:
     with pytest.raises(ValidationError) as caught:
         ScoringSettings(model_store="UseDevelopmentStorage=true", model_store_client_id=CLIENT_ID)
     assert "SCOREFN_MODEL_STORE_CLIENT_ID is set but no service URL is" in str(caught.value)
+
+
+def test_an_empty_client_id_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bicep sets SCOREFN_MODEL_STORE_CLIENT_ID to '' when no model store is configured."""
+    monkeypatch.setenv("SCOREFN_MODEL_STORE_CLIENT_ID", "")
+    assert ScoringSettings().model_store_client_id == ""
+    monkeypatch.setenv("SCOREFN_MODEL_STORE", URLS["blobs_url"])
+    store_settings = ScoringSettings()
+    store = ModelStoreClient.from_setting(
+        store_settings.model_store, client_id=store_settings.model_store_client_id
+    )
+    assert isinstance(store.container.credential, DefaultAzureCredential)

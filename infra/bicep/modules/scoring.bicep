@@ -251,8 +251,9 @@ resource apps 'Microsoft.App/containerApps@2025-02-02-preview' = [for d in deplo
               value: string(settings.model_store)
             }
             {
+              // Only with a model store URL (a client id without one stops start-up).
               name: 'SCOREFN_MODEL_STORE_CLIENT_ID'
-              value: identityClientId
+              value: empty(string(settings.model_store)) ? '' : identityClientId
             }
             {
               name: 'SCOREFN_MODEL_STORE_CONTAINER'
