@@ -41,7 +41,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.csv as pacsv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from azure.data.tables import TableServiceClient  # noqa: E402
-from azure.storage.blob import BlobServiceClient, ContainerClient  # noqa: E402
+from azure.storage.blob import BlobServiceClient  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import build_models  # noqa: E402
 
+from bench.common import peak_rss_kib, upload_and_wait  # noqa: E402
 from shared.localhost.azurite import AzuriteProcess  # noqa: E402
 from shared.localhost.ports import free_ports  # noqa: E402
 from shared.localhost.runner import HostProcess  # noqa: E402
@@ -156,45 +157,21 @@ def e2e(
     """Seconds from the upload into batch-input returning to the job's ``_SUCCESS``, and
     where they went (from the job's summary.json): upload -> planning started, planning,
     planned -> commit started, commit."""
-    blobs.get_container_client("batch-input").upload_blob(
-        name, data, overwrite=True, max_concurrency=4
-    )
-    started = time.perf_counter()
-    uploaded = time.time()
-    output: ContainerClient = blobs.get_container_client("batch-output")
-    jobs = tables.get_table_client("jobs")
-    while True:
-        found = list(jobs.query_entities("blob eq @b", parameters={"b": name}))
-        if found:
-            job = found[0]
-            if job["state"] == "failed":
-                summary = output.download_blob(f"bench/{job['RowKey']}/summary.json").readall()
-                raise RuntimeError(f"job {job['RowKey']} failed: {summary.decode()}")
-            if job["state"] == "succeeded" and output.get_blob_client(
-                f"bench/{job['RowKey']}/_SUCCESS"
-            ).exists():
-                seconds = time.perf_counter() - started
-                summary = json.loads(
-                    output.download_blob(f"bench/{job['RowKey']}/summary.json").readall()
-                )
-                t = summary["timings"]
-                commit_start = t["committed"] - t["commit_s"]
-                return seconds, {
-                    "trigger_s": round(t["created"] - uploaded, 3),
-                    "plan_s": round(t["planned"] - t["created"], 3),
-                    "score_s": round(commit_start - t["planned"], 3),
-                    "commit_s": round(t["commit_s"], 3),
-                    "chunks": summary["chunks"],
-                }
-        time.sleep(0.05)
+    run = upload_and_wait(blobs, tables, name, data)
+    t = run.summary["timings"]
+    commit_start = t["committed"] - t["commit_s"]
+    return run.seconds, {
+        "trigger_s": round(t["created"] - run.uploaded, 3),
+        "plan_s": round(t["planned"] - t["created"], 3),
+        "score_s": round(commit_start - t["planned"], 3),
+        "commit_s": round(t["commit_s"], 3),
+        "chunks": run.summary["chunks"],
+    }
 
 
 def peak_rss(pid: int | None) -> int:
     """Peak resident set size (bytes) of a live process."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
+    return peak_rss_kib(pid) * 1024
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import peak_rss_kib, upload_and_wait  # noqa: E402
 from shared.localhost.azurite import AzuriteProcess  # noqa: E402
 from shared.localhost.ports import free_ports  # noqa: E402
 from shared.localhost.runner import HostProcess  # noqa: E402
@@ -129,23 +130,8 @@ def e2e(
 ) -> tuple[float, str, dict[str, Any]]:
     """Seconds from the upload into batch-input returning to ``_SUCCESS``, the job id and
     its summary."""
-    blobs.get_container_client("batch-input").upload_blob(
-        name, data, overwrite=True, max_concurrency=4
-    )
-    started = time.perf_counter()
-    output: ContainerClient = blobs.get_container_client("batch-output")
-    jobs = tables.get_table_client("jobs")
-    while True:
-        for job in jobs.query_entities("blob eq @b", parameters={"b": name}):
-            path = f"bench/{job['RowKey']}/"
-            if job["state"] == "failed":
-                summary = output.download_blob(path + "summary.json").readall()
-                raise RuntimeError(f"job {job['RowKey']} failed: {summary.decode()}")
-            if job["state"] == "succeeded" and output.get_blob_client(path + "_SUCCESS").exists():
-                seconds = time.perf_counter() - started
-                summary = json.loads(output.download_blob(path + "summary.json").readall())
-                return seconds, str(job["RowKey"]), summary
-        time.sleep(0.05)
+    run = upload_and_wait(blobs, tables, name, data)
+    return run.seconds, run.job, run.summary
 
 
 def check(
@@ -172,7 +158,8 @@ def check(
     )
     reference = Reference()
     got = np.column_stack([predictions["demand"].to_numpy(), predictions["margin"].to_numpy()])
-    sample = np.random.default_rng(1).choice(len(predicted), SAMPLE, replace=False)
+    size = min(SAMPLE, len(predicted))
+    sample = np.random.default_rng(1).choice(len(predicted), size, replace=False)
     worst = 0.0
     for k in sample:
         i = int(predicted[k])
@@ -182,7 +169,7 @@ def check(
     return {
         "rows_once_in_order": True,
         "error_rows": len(errors),
-        "sample_checked": SAMPLE,
+        "sample_checked": size,
         "sample_max_abs_diff": worst,
         "stores_in_sample": len({int(store[int(predicted[k])]) for k in sample}),
         "rows": rows,
@@ -190,10 +177,7 @@ def check(
 
 
 def peak_rss_mb(pid: int | None) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) // 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
+    return peak_rss_kib(pid) // 1024
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,9 +30,10 @@ logger = logging.getLogger("shared.localhost.invocation")
 _RETURN = "$return"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per invocation, and a frozen __init__ costs 4x
 class Outcome:
-    """How an invocation ended: the return value, or the exception it raised."""
+    """How an invocation ended: the return value, or the exception it raised. Not
+    changed once made."""
 
     value: Any
     error: BaseException | None

@@ -113,7 +113,7 @@ class RouterHandlers:
         body = req.get_body() or b""
         if len(body) > self.max_body_bytes:
             raise PayloadTooLargeError(len(body), self.max_body_bytes)
-        headers = {k.lower(): v for k, v in req.headers.items()}
+        headers = {**req.headers}  # HttpRequestHeaders' names are lower case already
         headers["x-request-id"] = request_id
         return RoutedRequest(
             endpoint=req.route_params["endpoint"],

@@ -105,12 +105,7 @@ def render_arms(policy: str, arms: Sequence[BanditArm]) -> str:
         )
         for a in arms
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = [f"bandit arms (policy {policy}; every router, as of its last flush)"]
-    lines += [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in table
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    return _aligned(f"bandit arms (policy {policy}; every router, as of its last flush)", table)
 
 
 def _window(before: Sequence[Sample], after: Sequence[Sample]) -> list[Sample]:
@@ -222,8 +217,13 @@ def render(endpoint: str, rows: Sequence[DeploymentStats], interval_s: float) ->
         )
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = [f"endpoint {endpoint} (req/s over {interval_s:g} s)"]
+    return _aligned(f"endpoint {endpoint} (req/s over {interval_s:g} s)", table)
+
+
+def _aligned(title: str, table: Sequence[Sequence[str]]) -> str:
+    """``title`` over ``table`` (its first row the header), each column padded to its widest."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = [title]
     lines += [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in table
     ]

@@ -3,6 +3,7 @@ scoring deployments and Azurite."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -119,3 +120,36 @@ def test_bad_feedback_is_refused_and_changes_nothing(
         # still serving
         assert client.post(f"{url}/score", json=BODY).status_code == 200
 
+
+
+def test_stats_shows_the_arms_of_a_bandit_endpoint(
+    stack: tuple[StrategyStack, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.cli import main as scorefn
+
+    s, _, _ = stack
+    router = s.router("metrics", SCOREFN_TELEMETRY_EXPORTER="prometheus")
+    with httpx.Client(timeout=30) as client:
+        for i in range(20):  # this instance's first bandit requests: its gauges start
+            r = client.post(f"{router}/api/endpoints/bandit/score", json=BODY,
+                            headers={"x-request-id": f"stats-{i}"})  # fmt: skip
+            assert r.status_code == 200
+        time.sleep(1.5)  # a flush of every instance; nothing is sent meanwhile
+        arms = _arms(client, router)
+    args = ["stats", "bandit", "--storage", s.storage, "--router-url", router, "--interval", "0.1"]
+    assert scorefn([*args, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["bandit"]["policy"] == "thompson"
+    shown = {a["deployment"]: a for a in document["bandit"]["arms"]}
+    assert set(shown) == set(arms) == {"blue", "green"}
+    for name, arm in arms.items():
+        assert shown[name]["pulls"] == arm["pulls"] > 0
+        assert shown[name]["mean_reward"] == pytest.approx(arm["mean_reward"], abs=1e-6)
+        assert shown[name]["share"] == pytest.approx(arm["share"], abs=1e-4)
+        assert 0 < shown[name]["posterior_mean"] < 1
+    assert scorefn(args) == 0
+    table = capsys.readouterr().out.splitlines()
+    at = table.index("bandit arms (policy thompson; every router, as of its last flush)")
+    assert table[at + 1].split() == ["arm", "pulls", "mean", "reward", "posterior", "mean",
+                                     "share"]  # fmt: skip
+    assert [line.split()[0] for line in table[at + 2 :]] == ["blue", "green"]

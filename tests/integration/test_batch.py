@@ -33,6 +33,7 @@ from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient
 from shared.localhost.azurite import AzuriteProcess
 from shared.localhost.ports import free_ports
 from shared.localhost.runner import HostProcess
+from tests.integration.stack_helpers import batch_names, fast_queue_host_json, scoring_host
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -44,26 +45,8 @@ COLUMNS = [
     "amount", "hour", "merchant_risk", "distance_km",
     "foreign", "txn_24h", "avg_amount_30d", "card_present",
 ]  # fmt: skip
-NAMES = {
-    "SCOREFN_BATCH_INPUT_CONTAINER": "bt-input",
-    "SCOREFN_BATCH_OUTPUT_CONTAINER": "bt-output",
-    "SCOREFN_BATCH_STAGING_CONTAINER": "bt-staging",
-    "SCOREFN_BATCH_JOBS_TABLE": "btjobs",
-    "SCOREFN_BATCH_QUEUE": "bt-chunks",
-    "SCOREFN_BATCH_PLAN_QUEUE": "bt-plans-{deployment}",
-}
+NAMES = batch_names("bt")
 TIMEOUT = 60.0
-
-
-def _host_json(tmp: Path) -> Path:
-    document = json.loads((ROOT / "host.json").read_text())
-    document["functionTimeout"] = "00:00:15"  # a killed worker's messages come back soon
-    document["extensions"]["queues"].update(
-        visibilityTimeout="00:00:01", maxPollingInterval="00:00:00.5", batchSize=4
-    )
-    path = tmp / "host.json"
-    path.write_text(json.dumps(document))
-    return path
 
 
 def _host(
@@ -73,10 +56,7 @@ def _host(
     name: str,
     overrides: dict[str, str] | None = None,
 ) -> HostProcess:
-    (port,) = free_ports(1)
     env = {
-        "APP_ROLE": "scoring",
-        "AzureWebJobsStorage": azurite.connection_string,
         "SCOREFN_MODELS": "fraud:1",
         "SCOREFN_MODELS_DIR": str(models),
         "SCOREFN_DEPLOYMENT": "blue",
@@ -86,15 +66,14 @@ def _host(
         **NAMES,
         **(overrides or {}),
     }
-    return HostProcess(
-        "function_app:app",
-        port=port,
-        cwd=ROOT,
-        env=env,
-        storage=azurite.connection_string,
-        host_json=_host_json(tmp),
+    return scoring_host(
+        tmp,
+        azurite.connection_string,
+        env,
+        name=name,
         host_id=f"batch-{name}",
-        log_path=tmp / f"host-{name}.log",
+        # a killed worker's messages come back soon
+        host_json=fast_queue_host_json(tmp, function_timeout="00:00:15"),
     )
 
 

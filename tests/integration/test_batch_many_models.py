@@ -35,6 +35,7 @@ from shared.localhost.runner import HostProcess
 from shared.modelstore.blobstore import ModelStoreClient
 from shared.pipeline.session import IR_VERSION
 from shared.settings import BatchSettings
+from tests.integration.stack_helpers import batch_names, fast_queue_host_json, scoring_host
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -42,14 +43,7 @@ pytestmark = pytest.mark.integration
 STORES = 50
 FEATURES = ["f0", "f1", "f2", "f3"]
 CONTAINER = "models-stores"
-NAMES = {
-    "SCOREFN_BATCH_INPUT_CONTAINER": "pm-input",
-    "SCOREFN_BATCH_OUTPUT_CONTAINER": "pm-output",
-    "SCOREFN_BATCH_STAGING_CONTAINER": "pm-staging",
-    "SCOREFN_BATCH_JOBS_TABLE": "pmjobs",
-    "SCOREFN_BATCH_QUEUE": "pm-chunks",
-    "SCOREFN_BATCH_PLAN_QUEUE": "pm-plans-{deployment}",
-}
+NAMES = batch_names("pm")
 TIMEOUT = 60.0
 
 
@@ -114,30 +108,13 @@ class Reference:
         return np.asarray(y)
 
 
-def _host_json(tmp: Path) -> Path:
-    document = json.loads((ROOT / "host.json").read_text())
-    document["extensions"]["queues"].update(
-        visibilityTimeout="00:00:01", maxPollingInterval="00:00:00.5", batchSize=4
-    )
-    path = tmp / "host.json"
-    path.write_text(json.dumps(document))
-    return path
-
-
 def store_host(tmp: Path, storage: str, *, max_loaded: int = 20, **env: str) -> HostProcess:
     """A scoring host whose data plane is the model store (``sales-*`` and ``other-*``)."""
     (port,) = free_ports(1)
-    return HostProcess(
-        "function_app:app",
-        port=port,
-        cwd=ROOT,
-        storage=storage,
-        host_json=_host_json(tmp),
-        host_id=f"pm-{port}",
-        log_path=tmp / f"host-{port}.log",
-        env={
-            "APP_ROLE": "scoring",
-            "AzureWebJobsStorage": storage,
+    return scoring_host(
+        tmp,
+        storage,
+        {
             "SCOREFN_DEPLOYMENT": "stores",
             "SCOREFN_MODEL_STORE": storage,
             "SCOREFN_MODEL_STORE_CONTAINER": CONTAINER,
@@ -150,6 +127,9 @@ def store_host(tmp: Path, storage: str, *, max_loaded: int = 20, **env: str) -> 
             **NAMES,
             **env,
         },
+        port=port,
+        host_id=f"pm-{port}",
+        host_json=fast_queue_host_json(tmp),
     )
 
 

@@ -24,10 +24,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from shared.cli import main as scorefn
 from shared.localhost.azurite import AzuriteProcess, find_azurite_binary
-from shared.localhost.ports import free_ports
 from shared.localhost.runner import HostProcess
 from shared.modelstore.blobstore import ModelStoreClient
 from shared.pipeline.session import IR_VERSION
+from tests.integration import stack_helpers
+from tests.integration.stack_helpers import wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -113,16 +114,10 @@ def rss_kib(pid: int) -> int:
 
 
 def scoring_host(tmp: Path, storage: str, models: str = "*", **env: str) -> HostProcess:
-    (port,) = free_ports(1)
-    return HostProcess(
-        "function_app:app",
-        port=port,
-        cwd=ROOT,
-        storage=storage,
-        log_path=tmp / f"host-{port}.log",
-        env={
-            "APP_ROLE": "scoring",
-            "AzureWebJobsStorage": storage,
+    return stack_helpers.scoring_host(
+        tmp,
+        storage,
+        {
             "SCOREFN_DEPLOYMENT": "many",
             "SCOREFN_MODEL_STORE": storage,
             "SCOREFN_MODEL_STORE_CONTAINER": CONTAINER,
@@ -135,15 +130,6 @@ def scoring_host(tmp: Path, storage: str, models: str = "*", **env: str) -> Host
             **env,
         },
     )
-
-
-def wait_ready(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(url + "/api/v2/health/ready").status_code == 200:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(url)
 
 
 def stats(url: str) -> dict[str, int]:

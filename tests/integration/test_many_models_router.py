@@ -18,13 +18,8 @@ from shared.localhost.runner import HostProcess
 from shared.modelstore.blobstore import ModelStoreClient
 from shared.routing.endpoint import EndpointSpec
 from shared.routing.store import EndpointStore
-from tests.integration.test_many_models import (
-    CONTAINER,
-    infer_body,
-    package,
-    scoring_host,
-    wait_ready,
-)
+from tests.integration.stack_helpers import wait_ready
+from tests.integration.test_many_models import CONTAINER, infer_body, package, scoring_host
 from tests.integration.test_router import ThreadServer
 
 pytestmark = pytest.mark.integration

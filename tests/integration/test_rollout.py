@@ -100,7 +100,7 @@ def test_healthy_canary_reaches_100_by_itself(stack: StrategyStack) -> None:
     done = lambda: _status(stack, "canary-good")["state"] != "running"  # noqa: E731
     asyncio.run(_load(router, "canary-good", done, 60, log))
     status = _status(stack, "canary-good")
-    assert status["state"] == "succeeded", status
+    assert status["state"] == "succeeded", (status["message"], status["failure"])
     assert status["traffic"] == {"blue": 0, "green": 100}
     events = [h["event"] for h in status["history"]]
     assert events == ["started", "step_passed", "step_50%", "step_passed", "succeeded"], events
@@ -152,7 +152,7 @@ def test_killed_router_is_replaced_and_two_routers_never_both_act(
 
     asyncio.run(both())
     status = _status(stack, "canary-resume")
-    assert status["state"] == "succeeded", status
+    assert status["state"] == "succeeded", (status["message"], status["failure"])
     history = status["history"]
     assert history[0]["event"] == "started"
     # the replacement resumed step 10% (no restart of the rollout) and moved it on

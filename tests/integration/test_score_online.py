@@ -20,8 +20,8 @@ import pytest
 import tritonclient.http as tc
 
 from shared.localhost.azurite import AzuriteProcess
-from shared.localhost.ports import free_ports
 from shared.localhost.runner import HostProcess
+from tests.integration.stack_helpers import scoring_host, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -37,26 +37,7 @@ ROWS = [[5000, 3, 0.95, 400, 1, 25, 20, 0], [20, 14, 0.1, 2, 0, 1, 25, 1]]
 
 
 def _host(tmp: Path, azurite: AzuriteProcess, env: dict[str, str]) -> HostProcess:
-    (port,) = free_ports(1)
-    return HostProcess(
-        "function_app:app",
-        port=port,
-        cwd=ROOT,
-        storage=azurite.connection_string,
-        log_path=tmp / f"host-{port}.log",
-        env={"APP_ROLE": "scoring", "AzureWebJobsStorage": azurite.connection_string, **env},
-    )
-
-
-def _wait_ready(url: str, timeout: float = 30) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(url + "/api/v2/health/ready").status_code == 200:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(url)
+    return scoring_host(tmp, azurite.connection_string, env)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +51,7 @@ def scoring(
         "SCOREFN_MODELS_DIR": str(example_models),
     }
     with _host(tmp, azurite, env) as host:
-        _wait_ready(host.base_url)
+        wait_ready(host.base_url)
         yield host.base_url
 
 
@@ -405,7 +386,7 @@ def test_loading_model_is_503_then_ready(limits: str) -> None:
     r = httpx.post(limits + "/api/v2/models/sleepy/infer", json=body)
     assert _err(r) == (503, {"error": "model 'sleepy' version '1' is still loading"})
     assert r.headers["retry-after"] == "1"
-    _wait_ready(limits)
+    wait_ready(limits)
     assert httpx.post(limits + "/api/v2/models/sleepy/infer", json=body).status_code == 200
 
 
@@ -415,7 +396,7 @@ def test_body_over_limit_is_413(limits: str) -> None:
 
 
 def test_full_queue_is_429(limits: str) -> None:
-    _wait_ready(limits)
+    wait_ready(limits)
     x = np.random.default_rng(1).standard_normal((250, 256)).astype(np.float32)
     inp = tc.InferInput("x", [250, 256], "FP32")
     inp.set_data_from_numpy(x, binary_data=True)

@@ -45,6 +45,7 @@ from cryptography.x509.oid import NameOID
 
 from shared.localhost.azurite import DEV_ACCOUNT_NAME, AzuriteProcess, find_azurite_binary
 from shared.localhost.ports import free_ports
+from tests.integration.stack_helpers import batch_names
 
 pytestmark = pytest.mark.integration
 
@@ -55,15 +56,7 @@ COLUMNS = [
     "amount", "hour", "merchant_risk", "distance_km",
     "foreign", "txn_24h", "avg_amount_30d", "card_present",
 ]  # fmt: skip
-NAMES = {
-    "SCOREFN_BATCH_INPUT_CONTAINER": "idn-input",
-    "SCOREFN_BATCH_OUTPUT_CONTAINER": "idn-output",
-    "SCOREFN_BATCH_STAGING_CONTAINER": "idn-staging",
-    "SCOREFN_BATCH_JOBS_TABLE": "idnjobs",
-    "SCOREFN_BATCH_QUEUE": "idn-chunks",
-    "SCOREFN_BATCH_PLAN_QUEUE": "idn-plans-{deployment}",
-    "SCOREFN_BATCH_CHUNK_BYTES": "65536",
-}
+NAMES = {**batch_names("idn"), "SCOREFN_BATCH_CHUNK_BYTES": "65536"}
 
 
 # --------------------------------------------------------------------------- TLS Azurite

@@ -1,0 +1,57 @@
+"""Helpers shared by the batch benchmarks (bench/batch.py, bench/batch_many_models.py):
+a job run end to end through the local hosts, and a worker's peak resident memory."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+
+@dataclass(frozen=True)
+class JobRun:
+    seconds: float
+    """From the end of the upload to the job's ``_SUCCESS``."""
+    uploaded: float
+    """Wall-clock time (``time.time()``) the upload ended."""
+    job: str
+    summary: dict[str, Any]
+    """The job's summary.json."""
+
+
+def upload_and_wait(
+    blobs: BlobServiceClient, tables: TableServiceClient, name: str, data: bytes
+) -> JobRun:
+    """Upload ``data`` as ``batch-input/<name>`` and wait for its job (table ``jobs``) to
+    commit ``batch-output/bench/<job>/_SUCCESS``; a failed job raises with its summary."""
+    blobs.get_container_client("batch-input").upload_blob(
+        name, data, overwrite=True, max_concurrency=4
+    )
+    started = time.perf_counter()
+    uploaded = time.time()
+    output: ContainerClient = blobs.get_container_client("batch-output")
+    jobs = tables.get_table_client("jobs")
+    while True:
+        for job in jobs.query_entities("blob eq @b", parameters={"b": name}):
+            path = f"bench/{job['RowKey']}/"
+            if job["state"] == "failed":
+                summary = output.download_blob(path + "summary.json").readall()
+                raise RuntimeError(f"job {job['RowKey']} failed: {summary.decode()}")
+            if job["state"] == "succeeded" and output.get_blob_client(path + "_SUCCESS").exists():
+                seconds = time.perf_counter() - started
+                document = json.loads(output.download_blob(path + "summary.json").readall())
+                return JobRun(seconds, uploaded, str(job["RowKey"]), document)
+        time.sleep(0.05)
+
+
+def peak_rss_kib(pid: int | None) -> int:
+    """Peak resident set size (KiB, ``VmHWM``) of a live process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM for pid {pid}")
