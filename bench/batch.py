@@ -29,6 +29,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -49,7 +50,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import build_models  # noqa: E402
 
-from bench.common import peak_rss_kib, upload_and_wait  # noqa: E402
+from bench.common import peak_rss_kib, pinned_python, upload_and_wait  # noqa: E402
 from shared.localhost.azurite import AzuriteProcess  # noqa: E402
 from shared.localhost.ports import free_ports  # noqa: E402
 from shared.localhost.runner import HostProcess  # noqa: E402
@@ -61,6 +62,7 @@ COLUMNS = [
 RAW_CHUNK = 10_000
 TARGETS = {"fraud": 0.5, "mlp": 0.8}
 RSS_LIMIT = 1 << 30
+CORES = len(os.sched_getaffinity(0))
 
 
 def make_models(workdir: Path) -> Path:
@@ -182,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         "--cases", default="fraud,mlp", help="comma-separated cases to run (fraud, mlp)"
     )
     ap.add_argument(
+        "--pin-workers",
+        action="store_true",
+        help="pin worker i to core i (each worker then runs onnxruntime on one thread, as one "
+        "worker per instance would; the raw baseline keeps every core)",
+    )
+    ap.add_argument(
         "--chunk-bytes", type=int, default=4 * 1024 * 1024, help="SCOREFN_BATCH_CHUNK_BYTES"
     )
     ap.add_argument(
@@ -220,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
                     HostProcess(
                         "function_app:app",
                         port=port,
+                        python=str(pinned_python(workdir, i % CORES))
+                        if args.pin_workers
+                        else sys.executable,
                         cwd=ROOT,
                         storage=azurite.connection_string,
                         host_id=f"bench-worker-{i}",

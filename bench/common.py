@@ -1,9 +1,10 @@
-"""Helpers shared by the batch benchmarks (bench/batch.py, bench/batch_many_models.py):
-a job run end to end through the local hosts, and a worker's peak resident memory."""
+"""Helpers shared by the benchmarks: a batch job run end to end through the local hosts, a
+worker's peak resident memory, and a Python pinned to one core."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,3 +56,20 @@ def peak_rss_kib(pid: int | None) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+CPU_PROFILE = Path(__file__).resolve().parent / "cpu_profile.py"
+
+
+def pinned_python(workdir: Path, core: int, profile: Path | None = None) -> Path:
+    """An executable that runs this Python pinned to ``core`` (optionally under cProfile).
+
+    ``HostProcess`` runs ``<python> -m shared.localhost ...``; this wrapper ``exec``s, so
+    the host's pid is the Python process that SIGTERM reaches.
+    """
+    name = f"python-core{core}" + (f"-{profile.stem}" if profile else "")
+    wrapper = workdir / name
+    prefix = f"'{CPU_PROFILE}' '{profile}' " if profile is not None else ""
+    wrapper.write_text(f"#!/bin/sh\nexec taskset -c {core} '{sys.executable}' {prefix}\"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper

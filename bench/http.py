@@ -110,6 +110,7 @@ import build_models  # type: ignore[import-not-found]  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.common import pinned_python  # noqa: E402
 from shared.auth.dev_issuer import (  # noqa: E402
     DEV_IDENTITY_CLIENT_ID,
     DEV_TENANT,
@@ -131,7 +132,6 @@ from shared.stack import (  # noqa: E402
 
 WRK_SCRIPT = ROOT / "bench" / "wrk" / "post_json.lua"
 FLOOR_APP = ROOT / "bench" / "floor_app.py"
-CPU_PROFILE = ROOT / "bench" / "cpu_profile.py"
 INFER_PATH = "/api/v2/models/{model}/infer"
 READY_PATH = "/api/v2/health/ready"
 MODELS = ("fraud", "mlp")
@@ -213,20 +213,6 @@ class Server(Protocol):
     def pid(self) -> int | None: ...
 
     def stop(self) -> int | None: ...
-
-
-def pinned_python(workdir: Path, core: int, profile: Path | None = None) -> Path:
-    """An executable that runs this Python pinned to ``core`` (optionally under cProfile).
-
-    ``HostProcess`` runs ``<python> -m shared.localhost ...``; this wrapper ``exec``s, so
-    the host's pid is the Python process that SIGTERM reaches.
-    """
-    name = f"python-core{core}" + (f"-{profile.stem}" if profile else "")
-    wrapper = workdir / name
-    prefix = f"'{CPU_PROFILE}' '{profile}' " if profile is not None else ""
-    wrapper.write_text(f"#!/bin/sh\nexec taskset -c {core} '{sys.executable}' {prefix}\"$@\"\n")
-    wrapper.chmod(0o755)
-    return wrapper
 
 
 @dataclass(frozen=True)

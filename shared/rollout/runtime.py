@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -53,9 +53,11 @@ from shared.routing.bandit import (
     posterior_mean,
 )
 from shared.routing.endpoint import EndpointSpec
-from shared.telemetry.instruments import ArmReading
 from shared.telemetry.state import TELEMETRY
 from shared.telemetry.tracing import set_attributes, span
+
+if TYPE_CHECKING:  # the instruments (and prometheus_client) load only with telemetry on
+    from shared.telemetry.instruments import ArmReading
 
 __all__ = ["StrategyRuntime", "decode_feedback"]
 
@@ -183,6 +185,8 @@ def _report_choices(endpoint: str, deltas: Mapping[str, _Delta]) -> None:
 
 def _readings(spec: EndpointSpec, totals: Mapping[str, ArmStats],
               alloc: Allocation) -> tuple[ArmReading, ...]:  # fmt: skip
+    from shared.telemetry.instruments import ArmReading
+
     assert spec.bandit is not None
     empty = ArmStats()
     return tuple(
@@ -425,7 +429,8 @@ class StrategyRuntime:
                            "mean_reward": {a: s.mean for a, s in totals.items()}},
                 )  # fmt: skip
             current.totals, current.allocation = totals, alloc
-            current.readings = _readings(current.spec, totals, alloc)
+            if metrics is not None:  # the gauges' source
+                current.readings = _readings(current.spec, totals, alloc)
 
     def _take(self) -> _Batch:
         batch = _Batch({}, {}, self.outcomes.take(), {})

@@ -7,6 +7,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -33,7 +34,7 @@ def stack(azurite: AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> 
         s.close()
 
 
-def _arms(client: httpx.Client, router: str) -> dict[str, dict[str, object]]:
+def _arms(client: httpx.Client, router: str) -> dict[str, dict[str, Any]]:
     body = client.get(f"{router}/api/endpoints/bandit").json()
     assert body["traffic_mode"] == "bandit"
     return body["bandit"]["arms"]  # type: ignore[no-any-return]
@@ -54,8 +55,11 @@ def test_feedback_moves_traffic_to_the_rewarded_deployment(
             fb = client.post(f"{(one, two)[i % 2] if i < 250 else one}/api/endpoints/bandit/feedback",
                              json={"request_id": f"req-{i}",
                                    "reward": int(served[f"req-{i}"] == "green")})  # fmt: skip
-            if fb.status_code == 404:  # instance two: not flushed yet, ask the server that served it
-                time.sleep(0.6)
+            deadline = time.monotonic() + 10
+            while fb.status_code == 404 and time.monotonic() < deadline:
+                # instance two before instance one flushed (flush_s 0.5; longer on a
+                # loaded machine): ask again until the id is in the ledger
+                time.sleep(0.3)
                 fb = client.post(f"{two}/api/endpoints/bandit/feedback",
                                  json={"request_id": f"req-{i}",
                                        "reward": int(served[f"req-{i}"] == "green")})  # fmt: skip

@@ -22,7 +22,10 @@ from tests.integration.strategy_stack import StrategyStack
 
 pytestmark = pytest.mark.integration
 BODY = {"data": [[1, 2]]}
-GATES = {"gates": {"min_requests": 15}}
+# These tests are about steps, rollback on errors, leases and resumption, not latency: on a
+# loaded CI machine a healthy canary's p99 can exceed 1.5x the baseline's by chance, so the
+# p99 gate only judges latencies above 250 ms here (tests/unit/test_rollout_gates.py covers it).
+GATES = {"gates": {"min_requests": 15, "latency_floor_ms": 250}}
 
 
 @pytest.fixture(scope="module")
