@@ -117,7 +117,7 @@ from shared.auth.dev_issuer import (  # noqa: E402
     DevIssuer,
     identity_header_secret,
 )
-from shared.localhost.azurite import AzuriteProcess  # noqa: E402
+from shared.localhost.azurite import AzuriteProcess, StorageEndpoints  # noqa: E402
 from shared.localhost.ports import free_ports, port_open  # noqa: E402
 from shared.localhost.process import ChildProcess  # noqa: E402
 from shared.localhost.runner import HostProcess, wait_for_http  # noqa: E402
@@ -141,6 +141,7 @@ TARGET_STARTUP_S = 2.0
 TARGET_ROUTER_P50_MS = 1.0
 TARGET_ROUTER_RPS = 0.4
 TARGET_TELEMETRY = 0.9
+TARGET_COLLECT_DOWN = 0.05  # issue 7: storage down changes latency by at most 5%
 ROUTER_ENDPOINT = "bench"
 ROUTER_AUDIENCE = "api://scorefn-bench"
 ROUTER_DEPLOYMENT = "only"
@@ -877,6 +878,23 @@ def targets(rows: list[Measurement], startups: dict[str, Startup]) -> list[dict[
             ),
             TARGET_TELEMETRY,
         )
+    if _find(rows, "scorefn collect-down", "fraud", 1) is not None:  # --collect-down
+        on = _find(rows, "scorefn on", "fraud", 1)
+        down = _find(rows, "scorefn collect-down", "fraud", 1)
+        add(
+            "(g) fraud c=1: p50, every request collected to dead storage / without - 1 <= 0.05",
+            None if on is None or down is None else down.p50_ms / on.p50_ms - 1,
+            TARGET_COLLECT_DOWN,
+            at_most=True,
+        )
+        add(
+            "(g) fraud c=8: req/s, every request collected to dead storage / without >= 0.95",
+            _ratio(
+                _find(rows, "scorefn collect-down", "fraud", 8),
+                _find(rows, "scorefn on", "fraud", 8),
+            ),
+            1 - TARGET_COLLECT_DOWN,
+        )
     return out
 
 
@@ -1030,11 +1048,27 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also measure 'scorefn telemetry': batching on, Prometheus exporter on (target f)",
     )
+    ap.add_argument(
+        "--collect-down",
+        action="store_true",
+        help="also measure 'scorefn collect-down': data collection of every request to a "
+        "storage account that cannot be reached (target g)",
+    )
     return ap
 
 
+def _dead_storage() -> str:
+    """A connection string to storage endpoints where nothing listens."""
+    blob, queue, table = free_ports(3)
+    return StorageEndpoints(blob_port=blob, queue_port=queue, table_port=table).connection_string
+
+
 def _servers(
-    work: Workspace, handlers: Sequence[str], *, telemetry: bool = False
+    work: Workspace,
+    handlers: Sequence[str],
+    *,
+    telemetry: bool = False,
+    collect_down: bool = False,
 ) -> list[tuple[str, Callable[[], HostProcess | FloorProcess]]]:
     both = "fraud:1,mlp"
     servers: list[tuple[str, Callable[[], HostProcess | FloorProcess]]] = [
@@ -1044,6 +1078,14 @@ def _servers(
     if telemetry:
         host = partial(work.host, "scorefn-telemetry", models=both, batching=True, telemetry=True)
         servers.insert(1, ("scorefn telemetry", host))
+    if collect_down:
+        collect = {
+            "SCOREFN_TELEMETRY_COLLECT_RATE": "1.0",
+            "SCOREFN_TELEMETRY_COLLECT_STORAGE": _dead_storage(),
+            "SCOREFN_TELEMETRY_ENDPOINT": "bench",
+        }
+        host = partial(work.host, "scorefn-collect-down", models=both, batching=True, env=collect)
+        servers.insert(1, ("scorefn collect-down", host))
     for h in handlers:
         label = "floor" if h == "inline" else f"floor {h.removesuffix('pool')}"
         floor = partial(work.floor, label.replace(" ", "-"), models=both, handler=h)
@@ -1102,7 +1144,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.only in (None, "throughput"):
             print("throughput", flush=True)
-            for label, make in _servers(work, handlers, telemetry=args.telemetry):
+            for label, make in _servers(
+                work, handlers, telemetry=args.telemetry, collect_down=args.collect_down
+            ):
                 with running(make()) as server:
                     rows += bench_server(server, label, bodies, concurrency=concurrency, opts=opts)
         if args.only in (None, "router"):

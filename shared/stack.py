@@ -169,6 +169,7 @@ class Stack:
                     "APP_ROLE": "scoring",
                     "SCOREFN_MODELS": ",".join(d.models),
                     "SCOREFN_DEPLOYMENT": d.name,
+                    "SCOREFN_TELEMETRY_ENDPOINT": self.spec.name,
                     "SCOREFN_MODELS_DIR": str(ROOT / "models"),
                     "SCOREFN_BATCHING": "true" if d.batching else "false",
                     "AzureWebJobsStorage": self.connection_string,
