@@ -14,8 +14,11 @@ sent; non-JSON bodies as ``request_base64`` / ``response_base64``).
 
 Memory is bounded by ``max_queue_bytes``: a record that does not fit (storage slow or
 down, so uploads lag) is dropped and counted, as is a record over ``max_record_bytes``
-and every record of an upload that failed. Counts are in ``stats()`` and the
-``scorefn.datacollection.records`` metric.
+and every record of an upload that failed. After a failed upload the uploader pauses
+(``failure_pause_s``, doubling on each further failure up to 30 s, back to none after a
+success) rather than building a client and failing again at every flush; records offered
+meanwhile wait in the same bounded buffer. Counts are in ``stats()``
+and the ``scorefn.datacollection.records`` metric.
 """
 
 from __future__ import annotations
@@ -121,6 +124,7 @@ class DataCollector:
         max_queue_bytes: int = 64 * 1024 * 1024,
         max_record_bytes: int = 1024 * 1024,
         flush_s: float = 5.0,
+        failure_pause_s: float = 1.0,
         draw: Callable[[], float] = random.random,
     ) -> None:
         """``sink``: the container client, or a function creating it on first upload."""
@@ -129,6 +133,9 @@ class DataCollector:
         self.max_queue_bytes = max_queue_bytes
         self.max_record_bytes = max_record_bytes
         self.flush_s = flush_s
+        self.failure_pause_s = failure_pause_s
+        self._pause_s = 0.0
+        self._paused_until = 0.0
         self._sink_source = sink
         self._sink: BlobSink | None = None
         self._draw = draw
@@ -251,6 +258,8 @@ class DataCollector:
         while True:
             self._wake.wait(self.flush_s)
             self._wake.clear()
+            while not self._closed and time.monotonic() < self._paused_until:
+                time.sleep(max(0.0, min(0.25, self._paused_until - time.monotonic())))
             with self._lock:
                 batch, self._buffer = self._buffer, []
             if batch:
@@ -269,8 +278,11 @@ class DataCollector:
             groups.setdefault(
                 partition_path(self.endpoint, record.deployment, record.when), []
             ).append(record)
+        failed_now = False
         for folder, records in groups.items():
-            size = sum(r.size for r in records)
+            if failed_now:  # an earlier group of this batch failed just now: paused
+                self._count(records, "failed")
+                continue
             try:
                 if self._sink is None:
                     source = self._sink_source
@@ -280,17 +292,29 @@ class DataCollector:
                 name = f"{folder}/{stamp:%M%S}-{uuid.uuid4().hex}.jsonl"
                 self._sink.upload_blob(name, data, overwrite=False)
                 outcome = "written"
-            except Exception as exc:  # storage down: drop and count, keep serving
-                log.warning("data collection: %d record(s) lost: %s", len(records), exc)
+                self._pause_s = 0.0
+                self._paused_until = 0.0
+            except Exception as exc:  # storage down: drop and count, pause, keep serving
+                self._pause_s = min(max(2 * self._pause_s, self.failure_pause_s), 30.0)
+                self._paused_until = time.monotonic() + self._pause_s
+                log.warning(
+                    "data collection: %d record(s) lost, paused %.0f s: %s",
+                    len(records), self._pause_s, exc,
+                )  # fmt: skip
                 outcome = "failed"
-            with self._lock:
-                self._stats.buffered_bytes -= size
-                if outcome == "written":
-                    self._stats.written += len(records)
-                else:
-                    self._stats.failed += len(records)
-            if TELEMETRY.metrics is not None:
-                TELEMETRY.metrics.collection(outcome, len(records))
+                failed_now = True
+            self._count(records, outcome)
+
+    def _count(self, records: list[_Record], outcome: str) -> None:
+        size = sum(r.size for r in records)
+        with self._lock:
+            self._stats.buffered_bytes -= size
+            if outcome == "written":
+                self._stats.written += len(records)
+            else:
+                self._stats.failed += len(records)
+        if TELEMETRY.metrics is not None:
+            TELEMETRY.metrics.collection(outcome, len(records))
 
     def _line(self, record: _Record) -> bytes:
         request_key, request = _body("request", record.request, record.request_json)

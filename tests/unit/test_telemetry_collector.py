@@ -147,3 +147,37 @@ def test_real_blob_client_to_a_dead_port_loses_records_without_raising() -> None
 def test_collect_rate_out_of_range_is_refused(rate: float) -> None:
     with pytest.raises(ValueError, match="collect_rate"):
         TelemetrySettings.model_validate({"collect_rate": rate})
+
+
+class FlakySink:
+    """Fails its first ``failures`` uploads, then keeps what it is given."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.blobs: dict[str, bytes] = {}
+
+    def upload_blob(self, name: str, data: bytes, **kwargs: object) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionRefusedError("storage down")
+        self.blobs[name] = data
+
+
+def test_a_failed_upload_pauses_uploads_then_they_resume() -> None:
+    sink = FlakySink(failures=1)
+    collector = DataCollector(sink, rate=1.0, flush_s=30, failure_pause_s=0.4)
+    assert _offer(collector, "lost")
+    assert collector.flush(10)
+    failed_at = time.monotonic()
+    assert (collector.stats().failed, sink.calls) == (1, 1)
+    # paused: offers wait in the buffer, nothing is sent until the pause ends
+    assert _offer(collector, "kept")
+    assert not collector.flush(0.1) and sink.calls == 1
+    assert collector.flush(10)
+    assert time.monotonic() - failed_at >= 0.35
+    stats = collector.stats()
+    assert (stats.written, stats.failed, stats.dropped, sink.calls) == (1, 1, 0, 2)
+    (data,) = sink.blobs.values()
+    assert json.loads(data)["request_id"] == "kept"
+    collector.close()
