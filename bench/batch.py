@@ -50,7 +50,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import build_models  # noqa: E402
 
-from bench.common import peak_rss_kib, pinned_python, upload_and_wait  # noqa: E402
+from bench.common import (  # noqa: E402
+    peak_rss_kib,
+    pinned_python,
+    release_work_folder,
+    upload_and_wait,
+)
 from shared.localhost.azurite import AzuriteProcess  # noqa: E402
 from shared.localhost.ports import free_ports  # noqa: E402
 from shared.localhost.runner import HostProcess  # noqa: E402
@@ -284,10 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                 for worker in workers:
                     worker.stop()
     finally:
-        if args.keep:
-            print(f"work folder kept: {workdir}", flush=True)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        release_work_folder(workdir, args.keep)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2))
     return 0 if all(r["met"] for r in results.values()) else 1

@@ -32,7 +32,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
-import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
@@ -49,7 +48,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import peak_rss_kib, upload_and_wait  # noqa: E402
+from bench.common import peak_rss_kib, release_work_folder, upload_and_wait  # noqa: E402
 from shared.localhost.azurite import AzuriteProcess  # noqa: E402
 from shared.localhost.ports import free_ports  # noqa: E402
 from shared.localhost.runner import HostProcess  # noqa: E402
@@ -274,10 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                 for worker in workers:
                     worker.stop()
     finally:
-        if args.keep:
-            print(f"work folder kept: {workdir}", flush=True)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        release_work_folder(workdir, args.keep)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -4,6 +4,7 @@ worker's peak resident memory, and a Python pinned to one core."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -73,3 +74,11 @@ def pinned_python(workdir: Path, core: int, profile: Path | None = None) -> Path
     wrapper.write_text(f"#!/bin/sh\nexec taskset -c {core} '{sys.executable}' {prefix}\"$@\"\n")
     wrapper.chmod(0o755)
     return wrapper
+
+
+def release_work_folder(workdir: Path, keep: bool) -> None:
+    """Remove a benchmark's work folder, or (``keep``) say where it was left."""
+    if keep:
+        print(f"work folder kept: {workdir}", flush=True)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)

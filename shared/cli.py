@@ -167,25 +167,28 @@ def _parser() -> argparse.ArgumentParser:
     storage(apply)
     apply.set_defaults(func=_endpoint_apply)
 
+    def routing_set(
+        actions: argparse._SubParsersAction[argparse.ArgumentParser],
+        kind: Literal["traffic", "mirror"],
+        help_text: str,
+    ) -> None:
+        p = actions.add_parser("set", help=help_text)
+        p.add_argument("endpoint")
+        p.add_argument("assignments", nargs="+", metavar="deployment=percent")
+        storage(p)
+        p.set_defaults(func=functools.partial(_routing_set, kind=kind))
+
     traffic = sub.add_parser("traffic", help="traffic weights of an endpoint")
     tsub = traffic.add_subparsers(dest="action", required=True)
     show = tsub.add_parser("show", help="print traffic and mirror")
     show.add_argument("endpoint")
     storage(show)
     show.set_defaults(func=_traffic_show)
-    tset = tsub.add_parser("set", help="set weights: blue=90 green=10 (sum 100)")
-    tset.add_argument("endpoint")
-    tset.add_argument("assignments", nargs="+", metavar="deployment=percent")
-    storage(tset)
-    tset.set_defaults(func=functools.partial(_routing_set, kind="traffic"))
+    routing_set(tsub, "traffic", "set weights: blue=90 green=10 (sum 100)")
 
     mirror = sub.add_parser("mirror", help="mirrored (shadow) traffic of an endpoint")
     msub = mirror.add_subparsers(dest="action", required=True)
-    mset = msub.add_parser("set", help="copy a percentage of requests: green=20")
-    mset.add_argument("endpoint")
-    mset.add_argument("assignments", nargs="+", metavar="deployment=percent")
-    storage(mset)
-    mset.set_defaults(func=functools.partial(_routing_set, kind="mirror"))
+    routing_set(msub, "mirror", "copy a percentage of requests: green=20")
 
     keys = sub.add_parser("keys", help="endpoint keys (auth mode key)")
     ksub = keys.add_subparsers(dest="action", required=True)

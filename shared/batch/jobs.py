@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -237,19 +236,17 @@ class BatchJobs:
             options["id_columns"] = ",".join(request.id_columns)
         if request.output_format:
             options["output_format"] = Format(request.output_format).value
-        record = JobRecord(
+        record = JobRecord.new(
             endpoint=endpoint,
             job=job,
-            state="planning",
+            container=container,
             blob=name,
             etag=etag,
             url=blob.url,
             size=int(props.size),
-            deployment=deployment,
-            container=container,
-            plan_queue=plan_queue_name(self.settings.plan_queue, deployment),
             options=options,
-            created=time.time(),
+            deployment=deployment,
+            plan_queue=plan_queue_name(self.settings.plan_queue, deployment),
         )
         stored, created = self.ledger.create(record)
         if created:

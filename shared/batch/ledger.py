@@ -101,6 +101,38 @@ class JobRecord:
     etag_entity: str = ""
     """The entity's ETag when read (for guarded updates)."""
 
+    @classmethod
+    def new(
+        cls,
+        *,
+        endpoint: str,
+        job: str,
+        container: str,
+        blob: str,
+        etag: str,
+        url: str,
+        size: int,
+        options: dict[str, str],
+        deployment: str = "",
+        plan_queue: str = "",
+    ) -> JobRecord:
+        """A job just recorded for the input blob ``container/blob`` (state ``planning``,
+        created now); the job API and a blob drop both start a job with it."""
+        return cls(
+            endpoint=endpoint,
+            job=job,
+            state="planning",
+            blob=blob,
+            etag=etag,
+            url=url,
+            size=size,
+            deployment=deployment,
+            container=container,
+            plan_queue=plan_queue,
+            options=options,
+            created=time.time(),
+        )
+
     @property
     def complete(self) -> bool:
         """Every chunk is done or failed."""
@@ -197,15 +229,14 @@ class JobLedger:
         """Insert ``record``; when the job exists already, return the stored one and False."""
         self._ensure()
         try:
-            self._table.create_entity(record.to_entity())
+            metadata = self._table.create_entity(record.to_entity())
         except ResourceExistsError:
             stored = self.get(record.endpoint, record.job)
             if stored is not None:
                 return stored, False
             return self.create(record)  # deleted in between: try again
-        stored = self.get(record.endpoint, record.job)
-        assert stored is not None
-        return stored, True
+        # what was written, with the new entity's ETag (as ``update`` does): no read back
+        return dataclasses.replace(record, etag_entity=str(metadata.get("etag", ""))), True
 
     def store_plan(self, record: JobRecord) -> tuple[JobRecord, bool]:
         """Store a planned job (state ``planning``, ``chunks`` set): insert it, or fill in

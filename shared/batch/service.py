@@ -119,17 +119,15 @@ class BatchService:
             )
             return existing
         options = {"model": parsed.model or "", "version": parsed.version or ""}
-        record = existing or JobRecord(
+        record = existing or JobRecord.new(
             endpoint=parsed.endpoint,
             job=job,
-            state="planning",
+            container=self.settings.input_container,
             blob=blob_name,
             etag=etag,
             url=blob.url,
             size=int(props.size),
-            container=self.settings.input_container,
             options={k: v for k, v in options.items() if v},
-            created=time.time(),
         )
         return self._plan_job(record)
 

@@ -9,7 +9,7 @@ import subprocess
 from types import TracebackType
 from typing import Self
 
-__all__ = ["ChildProcess", "stop_process"]
+__all__ = ["ChildProcess", "StartStop", "stop_process"]
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float) -> int | None:
@@ -27,7 +27,30 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float) -> int | None
     return process.returncode
 
 
-class ChildProcess(abc.ABC):
+class StartStop(abc.ABC):
+    """Something started and stopped: ``with`` starts it and stops it again."""
+
+    @abc.abstractmethod
+    def start(self, timeout: float = 30.0) -> Self:
+        """Launch it and wait until it is usable."""
+
+    @abc.abstractmethod
+    def stop(self, timeout: float = 15.0) -> object:
+        """Stop it, waiting up to ``timeout`` seconds."""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ChildProcess(StartStop):
     """Base of the wrappers around one child process (``_process`` once started)."""
 
     _process: subprocess.Popen[bytes] | None = None
@@ -55,14 +78,3 @@ class ChildProcess(abc.ABC):
     def returncode(self) -> int | None:
         """Exit status once the child has exited."""
         return None if self._process is None else self._process.poll()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -18,13 +18,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 
 from shared.localhost.host import LocalHost
 from shared.localhost.http import STATUS_PATH
-from shared.localhost.process import ChildProcess
+from shared.localhost.process import ChildProcess, StartStop
 from shared.localhost.settings import LocalHostSettings
 
 __all__ = ["HostProcess", "HostThread", "wait_for_http"]
@@ -61,7 +60,7 @@ def wait_for_http(
             time.sleep(interval)
 
 
-class HostThread:
+class HostThread(StartStop):
     """A ``LocalHost`` served in a daemon thread with its own event loop::
 
     with HostThread(LocalHost(app)) as running:
@@ -136,17 +135,6 @@ class HostThread:
         if thread.is_alive():
             raise TimeoutError(f"the local host thread did not stop within {timeout} s")
         self._thread = None
-
-    def __enter__(self) -> HostThread:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class HostProcess(ChildProcess):

@@ -36,8 +36,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
-
 from shared.errors import DecodeError, RequestError, ScorefnError
 from shared.rollout.arms import ArmStore
 from shared.rollout.ledger import Claim, RequestLedger, Served
@@ -53,6 +51,7 @@ from shared.routing.bandit import (
     posterior_mean,
 )
 from shared.routing.endpoint import EndpointSpec
+from shared.routing.jsonbody import json_object
 from shared.telemetry.state import TELEMETRY
 from shared.telemetry.tracing import set_attributes, span
 
@@ -129,15 +128,7 @@ class _Batch:
 def decode_feedback(body: bytes) -> tuple[str, Any]:
     """``{"request_id": "...", "reward": ...}`` as its two fields; ``DecodeError`` names
     the field that is missing or wrong (the reward's range is checked by the spec)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise DecodeError(
-            'expected a JSON object like {"request_id": "...", "reward": 1}; '
-            f"got {type(data).__name__}"
-        )
+    data = json_object(body, '{"request_id": "...", "reward": 1}')
     unknown_fields = sorted(set(data) - {"request_id", "reward"})
     if unknown_fields:
         raise DecodeError(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from typing import Final
 
-from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
 
@@ -36,11 +35,6 @@ class Tables:
     def from_connection_string(cls, connection_string: str) -> Tables:
         """Tables of the account of ``connection_string`` (Azurite: the dev account)."""
         return cls(TableServiceClient.from_connection_string(connection_string))
-
-    @classmethod
-    def from_url(cls, tables_url: str, credential: TokenCredential) -> Tables:
-        """Tables reached with an Entra credential (the app's managed identity)."""
-        return cls(TableServiceClient(endpoint=tables_url, credential=credential))
 
     def table(self, name: str) -> TableClient:
         """The client of table ``name``, created in storage on first use."""

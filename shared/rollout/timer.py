@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import atexit
 
-from azure.storage.blob import BlobServiceClient
-
 from shared.rollout.controller import RolloutController
 from shared.rollout.lease import ControllerLease
-from shared.routing.router import Router
+from shared.routing.router import STORAGE_NAMES, Router
 from shared.settings import RouterSettings
+from shared.storage_clients import StorageClients
 
 __all__ = ["rollout_controller"]
 
@@ -18,12 +17,12 @@ _built: dict[int, RolloutController] = {}
 
 
 def _controller(settings: RouterSettings, router: Router) -> RolloutController:
-    if settings.blobs_url:
-        from azure.identity import DefaultAzureCredential
-
-        blobs = BlobServiceClient(settings.blobs_url, credential=DefaultAzureCredential())
-    else:
-        blobs = BlobServiceClient.from_connection_string(settings.storage)
+    blobs = StorageClients(
+        connection_string=settings.storage,
+        blobs_url=settings.blobs_url,
+        needs=("blob",),
+        names=STORAGE_NAMES,
+    ).blob_service()
     lease = ControllerLease.on(blobs, duration_s=settings.rollout_lease_s)
     atexit.register(lease.release)
     strategies = router.strategies

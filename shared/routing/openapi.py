@@ -84,6 +84,8 @@ def router_openapi_document(*, version: str, prefix: str = "/api") -> dict[str, 
     """OpenAPI 3.0 for the routes of ``functions/router``."""
     ep = _path_param("endpoint")
     scoring = (400, 401, 403, 404, 413, 429, 502, 503, 504)
+    reads = (401, 403, 404, 502)
+    writes = (400, *reads)
     base = f"{prefix}/endpoints/{{endpoint}}"
     return {
         "openapi": "3.0.3",
@@ -137,7 +139,7 @@ def router_openapi_document(*, version: str, prefix: str = "/api") -> dict[str, 
                     "Deployments (with health), traffic, mirror and mirror counters",
                     _OK,
                     params=[ep],
-                    errors=(401, 403, 404, 502),
+                    errors=reads,
                 )
             },
             f"{base}/feedback": {
@@ -145,7 +147,7 @@ def router_openapi_document(*, version: str, prefix: str = "/api") -> dict[str, 
                     "Reward for a served request (bandit traffic); duplicates count once",
                     _OK,
                     params=[ep],
-                    errors=(400, 401, 403, 404, 502),
+                    errors=writes,
                     body=_FEEDBACK,
                 )
             },
@@ -154,14 +156,14 @@ def router_openapi_document(*, version: str, prefix: str = "/api") -> dict[str, 
                     "Recent batch jobs of the endpoint",
                     _OK,
                     params=[ep],
-                    errors=(401, 403, 404, 502),
+                    errors=reads,
                 ),
                 "post": _op(
                     "Submit a batch job for a blob in batch-input (202 + Location; "
                     "the same blob version again answers 200 with the same job)",
                     _OK,
                     params=[ep],
-                    errors=(400, 401, 403, 404, 502),
+                    errors=writes,
                     body=_JOB,
                 ),
             },
@@ -170,7 +172,7 @@ def router_openapi_document(*, version: str, prefix: str = "/api") -> dict[str, 
                     "A batch job: state, progress, counts, outputs, failures",
                     _OK,
                     params=[ep, _path_param("job")],
-                    errors=(401, 403, 404, 502),
+                    errors=reads,
                 )
             },
             f"{base}/jobs/{{job}}/resume": {
@@ -178,7 +180,7 @@ def router_openapi_document(*, version: str, prefix: str = "/api") -> dict[str, 
                     "Resume a failed job: only unfinished chunks run again",
                     _OK,
                     params=[ep, _path_param("job")],
-                    errors=(400, 401, 403, 404, 502),
+                    errors=writes,
                 )
             },
             f"{base}/traffic": {
@@ -186,13 +188,13 @@ def router_openapi_document(*, version: str, prefix: str = "/api") -> dict[str, 
                     "Traffic and mirror settings (admin role)",
                     _OK,
                     params=[ep],
-                    errors=(401, 403, 404, 502),
+                    errors=reads,
                 ),
                 "put": _op(
                     "Change traffic and/or mirror (admin role); ETag-guarded",
                     _OK,
                     params=[ep],
-                    errors=(400, 401, 403, 404, 502),
+                    errors=writes,
                     body=_ROUTING,
                 ),
             },

@@ -15,11 +15,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
 from opentelemetry.trace import SpanKind
 
 from shared.auth import Authority
@@ -29,23 +28,32 @@ from shared.routing.access import Access, EndpointAccess, access_for_path
 from shared.routing.config_cache import ConfigCache
 from shared.routing.endpoint import DeploymentSpec, EndpointSpec
 from shared.routing.forward import Forwarded, Forwarder, Unreachable
+from shared.routing.jsonbody import json_object
 from shared.routing.mirror import mirror_target, same_body
 from shared.routing.mirroring import MirrorDispatcher
-from shared.routing.store import EndpointStore, StoredEndpoint
+from shared.routing.store import TABLE, EndpointStore, StoredEndpoint
 from shared.routing.traffic import choose_deployment, failover_deployment
 from shared.settings import RouterSettings
+from shared.storage_clients import StorageClients
 from shared.telemetry.state import TELEMETRY
 from shared.telemetry.tracing import mark, set_attributes, span
 
 if TYPE_CHECKING:
     from shared.rollout.runtime import StrategyRuntime
 
-__all__ = ["PIN_HEADERS", "MIRROR_HEADER", "Router", "RoutedRequest"]
+__all__ = ["PIN_HEADERS", "MIRROR_HEADER", "STORAGE_NAMES", "Router", "RoutedRequest"]
 
 PIN_HEADERS: Final = ("x-deployment", "azureml-model-deployment")
 """Request headers that pin a deployment (ours, and Azure ML's)."""
 MIRROR_HEADER: Final = "x-scorefn-mirror"
 """Set on mirrored copies, so a deployment can tell them apart in its logs."""
+STORAGE_NAMES: Final[Mapping[str, str]] = {
+    "connection_string": "SCOREFN_ROUTER_STORAGE or AzureWebJobsStorage",
+    "blob": "SCOREFN_ROUTER_BLOBS_URL",
+    "table": "SCOREFN_ROUTER_TABLES_URL",
+    "client_id": "client id",
+}
+"""App setting names of the router's storage, for messages."""
 _HEALTH_TIMEOUT_S: Final = 2.0
 
 
@@ -96,15 +104,14 @@ class Router:
         from shared.rollout.runtime import StrategyRuntime
         from shared.rollout.tables import Tables
 
-        if settings.tables_url:
-            from azure.identity import DefaultAzureCredential
-
-            credential = DefaultAzureCredential()
-            store = EndpointStore.from_url(settings.tables_url, credential)
-            tables = Tables.from_url(settings.tables_url, credential)
-        else:
-            store = EndpointStore.from_connection_string(settings.storage)
-            tables = Tables.from_connection_string(settings.storage)
+        clients = StorageClients(
+            connection_string=settings.storage,
+            tables_url=settings.tables_url,
+            needs=("table",),
+            names=STORAGE_NAMES,
+        )
+        store = EndpointStore(clients.table(TABLE))
+        tables = Tables(clients.table_service())
         authority = (
             Authority.local_dev(settings.local_issuer)
             if settings.local_issuer
@@ -248,7 +255,18 @@ class Router:
         url = self._url(deployment, request.path, request.query)
         if TELEMETRY.tracing:
             return await self._send_traced(deployment, url, request, headers, timeout_s)
-        return await self.forwarder.send(
+        return await self._forward(deployment, url, request, headers, timeout_s)
+
+    def _forward(
+        self,
+        deployment: DeploymentSpec,
+        url: str,
+        request: RoutedRequest,
+        headers: Mapping[str, str] | None,
+        timeout_s: float | None,
+    ) -> Awaitable[Forwarded]:
+        """``forwarder.send`` of ``request`` to ``url`` (``headers`` replace its own)."""
+        return self.forwarder.send(
             deployment.name,
             url,
             method=request.method,
@@ -273,14 +291,7 @@ class Router:
             "scorefn.mirror": headers is not None and MIRROR_HEADER in headers,
         }
         with span("scorefn.forward", attributes, kind=SpanKind.CLIENT) as current:
-            answer = await self.forwarder.send(
-                deployment.name,
-                url,
-                method=request.method,
-                headers=request.headers if headers is None else headers,
-                body=request.body,
-                timeout_s=timeout_s,
-            )
+            answer = await self._forward(deployment, url, request, headers, timeout_s)
             set_attributes(current, {"http.response.status_code": answer.status})
             return answer
 
@@ -420,15 +431,7 @@ def _pinned(headers: Mapping[str, str]) -> str | None:
 
 
 def _decode_routing(body: bytes) -> tuple[dict[str, object] | None, dict[str, object] | None]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise DecodeError(
-            'expected a JSON object like {"traffic": {"blue": 90, "green": 10}, '
-            f'"mirror": {{"green": 20}}}}; got {type(data).__name__}'
-        )
+    data = json_object(body, '{"traffic": {"blue": 90, "green": 10}, "mirror": {"green": 20}}')
     unknown = sorted(set(data) - {"traffic", "mirror"})
     if unknown:
         raise DecodeError(f"unknown field(s) {', '.join(unknown)}; expected traffic and/or mirror")

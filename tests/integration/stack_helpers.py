@@ -4,12 +4,16 @@ fast queue polling, and the batch resource names a module keeps to itself."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
 
 from shared.localhost.ports import free_ports
 from shared.localhost.runner import HostProcess
@@ -79,3 +83,14 @@ def batch_names(prefix: str) -> dict[str, str]:
         "SCOREFN_BATCH_QUEUE": f"{prefix}-chunks",
         "SCOREFN_BATCH_PLAN_QUEUE": f"{prefix}-plans-{{deployment}}",
     }
+
+
+def create_batch_resources(storage: str, prefix: str) -> BlobServiceClient:
+    """Create the input and output containers and the jobs table ``batch_names(prefix)``
+    names (those already there are kept); the blob service of ``storage``."""
+    service = BlobServiceClient.from_connection_string(storage)
+    for name in (f"{prefix}-input", f"{prefix}-output"):
+        with contextlib.suppress(ResourceExistsError):
+            service.create_container(name)
+    TableServiceClient.from_connection_string(storage).create_table_if_not_exists(f"{prefix}jobs")
+    return service

@@ -33,7 +33,12 @@ from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient
 from shared.localhost.azurite import AzuriteProcess
 from shared.localhost.ports import free_ports
 from shared.localhost.runner import HostProcess
-from tests.integration.stack_helpers import batch_names, fast_queue_host_json, scoring_host
+from tests.integration.stack_helpers import (
+    batch_names,
+    create_batch_resources,
+    fast_queue_host_json,
+    scoring_host,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -88,14 +93,7 @@ def host(
 
 @pytest.fixture(scope="module")
 def blobs(azurite: AzuriteProcess) -> BlobServiceClient:
-    service = BlobServiceClient.from_connection_string(azurite.connection_string)
-    for name in ("bt-input", "bt-output"):
-        with contextlib.suppress(ResourceExistsError):
-            service.create_container(name)
-    TableServiceClient.from_connection_string(azurite.connection_string).create_table_if_not_exists(
-        "btjobs"
-    )
-    return service
+    return create_batch_resources(azurite.connection_string, "bt")
 
 
 def _drop(blobs: BlobServiceClient, name: str, data: bytes) -> None:

@@ -8,7 +8,6 @@ own store's graph: a sample is checked against onnxruntime run here on that grap
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import time
@@ -22,8 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from azure.core.exceptions import ResourceExistsError
-from azure.data.tables import TableClient, TableServiceClient
+from azure.data.tables import TableClient
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 from onnx import TensorProto, helper, numpy_helper
 
@@ -35,7 +33,12 @@ from shared.localhost.runner import HostProcess
 from shared.modelstore.blobstore import ModelStoreClient
 from shared.pipeline.session import IR_VERSION
 from shared.settings import BatchSettings
-from tests.integration.stack_helpers import batch_names, fast_queue_host_json, scoring_host
+from tests.integration.stack_helpers import (
+    batch_names,
+    create_batch_resources,
+    fast_queue_host_json,
+    scoring_host,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -149,13 +152,7 @@ def storage(azurite: AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -
     ContainerClient.from_connection_string(azurite.connection_string, CONTAINER).get_blob_client(
         "sales-corrupt/1/model.onnx"
     ).set_http_headers(ContentSettings(content_md5=bytearray(b"\0" * 16)))
-    service = BlobServiceClient.from_connection_string(azurite.connection_string)
-    for name in ("pm-input", "pm-output"):
-        with contextlib.suppress(ResourceExistsError):
-            service.create_container(name)
-    TableServiceClient.from_connection_string(azurite.connection_string).create_table_if_not_exists(
-        "pmjobs"
-    )
+    create_batch_resources(azurite.connection_string, "pm")
     return azurite.connection_string
 
 
