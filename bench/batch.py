@@ -11,8 +11,9 @@ measures
 - raw: one process downloads the blob from the same Azurite, reads it with pyarrow, runs
   ``session.run`` in 10k-row chunks and uploads the predictions (rows/s);
 - e2e: from the moment the upload into ``batch-input`` returned to ``_SUCCESS`` (rows/s);
-and reports e2e / raw with the targets (fraud >= 0.5, mlp >= 0.8) and each worker's peak
-RSS (``VmHWM``) after the 1M-row job (target < 1 GB).
+and reports e2e / raw with the targets (fraud >= 0.5, mlp >= 0.8), each worker's peak
+RSS (``VmHWM``) after the 1M-row job (target < 1 GB), and the CPU seconds each process
+(the raw baseline's and Azurite; the workers and Azurite) used in either measurement.
 
 Usage: flock /tmp/scorefn-bench.lock .venv/bin/python bench/batch.py [--fraud-rows N]
        [--mlp-rows N] [--cases fraud,mlp] [--json out.json]
@@ -51,6 +52,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import build_models  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    cpu_seconds,
     peak_rss_kib,
     pinned_python,
     release_work_folder,
@@ -266,8 +268,20 @@ def main(argv: list[str] | None = None) -> int:
                     blobs.get_container_client("bench-raw").upload_blob(
                         name, data, overwrite=True, max_concurrency=4
                     )
+                    before = time.process_time(), cpu_seconds(azurite.pid)
                     raw_s = raw(blobs, models, name)
+                    raw_cpu = {
+                        "bench": round(time.process_time() - before[0], 2),
+                        "azurite": round(cpu_seconds(azurite.pid) - before[1], 2),
+                    }
+                    pids = {"azurite": azurite.pid} | {
+                        f"worker-{i}": w.pid for i, w in enumerate(workers)
+                    }
+                    before_e2e = {k: cpu_seconds(pid) for k, pid in pids.items()}
                     e2e_s, breakdown = e2e(blobs, tables, name, data)
+                    e2e_cpu = {
+                        k: round(cpu_seconds(pid) - before_e2e[k], 2) for k, pid in pids.items()
+                    }
                     rss = {f"worker-{i}": peak_rss(w.pid) for i, w in enumerate(workers)}
                     ratio = raw_s / e2e_s
                     results[label] = {
@@ -281,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                         "target": TARGETS[label],
                         "met": ratio >= TARGETS[label],
                         "e2e_breakdown": breakdown,
+                        "cpu_s": {"raw": raw_cpu, "e2e": e2e_cpu},
                         "peak_rss_mb": {k: round(v / 2**20) for k, v in rss.items()},
                         "rss_under_1gb": all(v < RSS_LIMIT for v in rss.values()),
                     }

@@ -4,6 +4,7 @@ worker's peak resident memory, and a Python pinned to one core."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -60,6 +61,30 @@ def peak_rss_kib(pid: int | None) -> int:
 
 
 CPU_PROFILE = Path(__file__).resolve().parent / "cpu_profile.py"
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
+    if pid is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    used: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        proc = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(proc)
+        used[proc] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        proc = todo.pop()
+        total += used.get(proc, 0.0)
+        todo.extend(children.get(proc, []))
+    return total
 
 
 def pinned_python(workdir: Path, core: int, profile: Path | None = None) -> Path:

@@ -1,17 +1,18 @@
 """Commit a job whose chunks all ended: outputs in input row order, ``_SUCCESS`` last.
 
 ``<endpoint>/<job>/predictions.csv`` (``.parquet`` for Parquet input): the staged parts
-in chunk order, their row numbers made file-wide. ``errors.jsonl``: one line per error
-row (``row``, ``chunk``, ``reason``), rows of failed chunks included. ``summary.json``:
-status, counts, timings, deployment, model. ``_SUCCESS``: written last, only when the
-job succeeded; a failed job writes errors and summary only and keeps its staging.
-Every blob is written whole under a fixed name, so committing twice is harmless.
+in chunk order, their row numbers made file-wide; for CSV, the blocks workers staged as
+chunks' first rows became known (``shared.batch.csvblocks``) and one block list.
+``errors.jsonl``: one line per error row (``row``, ``chunk``, ``reason``), rows of failed
+chunks included. ``summary.json``: status, counts, timings, deployment, model.
+``_SUCCESS``: written last, only when the job succeeded; a failed job writes errors and
+summary only and keeps its staging.
+Every blob is written whole under a fixed name (CSV blocks are named by chunk and first
+row), so committing twice is harmless.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 import time
 from collections import deque
@@ -23,11 +24,11 @@ from typing import Any, TypeVar
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient
 
 from shared.batch.blobio import BlobRangeReader, BlockBlobWriter, read_range
+from shared.batch.csvblocks import stage_chunk, staged_runs
 from shared.batch.formats import Format
 from shared.batch.ledger import JobRecord, bit_set
 from shared.batch.naming import output_prefix, staging_prefix
@@ -36,7 +37,7 @@ from shared.batch.scoring import ROW_COLUMN
 from shared.batch.staging import read_errors, read_manifest, read_part
 from shared.telemetry.tracing import traced
 
-__all__ = ["CommitResult", "commit_job", "count_line_rows"]
+__all__ = ["CommitResult", "commit_job", "count_line_rows", "output_format"]
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ T = TypeVar("T")
 
 _PARALLEL = 4
 """Staged parts a commit reads and converts at once."""
-_BLOCK = 64 * 1024 * 1024
-"""Largest block staged for CSV predictions (a chunk's text is split into such blocks)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,11 @@ class CommitResult:
 
     decision: Decision
     summary: dict[str, Any]
+
+
+def output_format(job: JobRecord) -> Format:
+    """The format of the job's predictions: the submitter's choice, else the input's."""
+    return Format(job.options.get("output_format") or job.format)
 
 
 def count_line_rows(data: bytes) -> int:
@@ -81,7 +85,7 @@ def commit_job(
 ) -> CommitResult:
     """Write the job's outputs; returns the decision and the summary written."""
     started = time.time()
-    fmt = Format(job.options.get("output_format") or job.format)
+    fmt = output_format(job)
     prefix = output_prefix(job.endpoint, job.job)
     first_rows: list[int] = []
     failed_counts: dict[int, int] = {}
@@ -212,19 +216,19 @@ def _write_predictions(
     first_rows: list[int],
 ) -> None:
     """Parts are read and converted ``_PARALLEL`` at a time (pyarrow and the network
-    release the GIL). CSV: each chunk's text is staged as blocks of ``target`` named by
-    chunk, then one block list commits them in order. Parquet: parts are written in order
-    through one ``ParquetWriter``."""
-    schema = read_part(staging, job.job, 0).schema if job.chunks else None
-
-    def part(chunk: int) -> pa.Table:
-        table = read_part(staging, job.job, chunk)
-        rows = pc.add(table[ROW_COLUMN], pa.scalar(first_rows[chunk], pa.int64()))
-        table = table.set_column(0, ROW_COLUMN, rows)
-        return table if schema is None else table.cast(schema)
-
+    release the GIL). CSV: the blocks workers staged for each chunk
+    (``shared.batch.csvblocks``) are committed in order, any chunk without them staged
+    here first. Parquet: parts are written in order through one ``ParquetWriter``."""
     with ThreadPoolExecutor(_PARALLEL, thread_name_prefix="scorefn-commit") as pool:
         if fmt is Format.PARQUET:
+            schema = read_part(staging, job.job, 0).schema if job.chunks else None
+
+            def part(chunk: int) -> pa.Table:
+                table = read_part(staging, job.job, chunk)
+                rows = pc.add(table[ROW_COLUMN], pa.scalar(first_rows[chunk], pa.int64()))
+                table = table.set_column(0, ROW_COLUMN, rows)
+                return table if schema is None else table.cast(schema)
+
             writer = BlockBlobWriter(target)
             parquet: pq.ParquetWriter | None = None
             for table in _ordered(pool, part, range(job.chunks), _PARALLEL):
@@ -236,24 +240,23 @@ def _write_predictions(
             writer.commit()
             return
 
-        def csv_blocks(chunk: int) -> list[BlobBlock]:
-            buffer = io.BytesIO()
-            pacsv.write_csv(
-                part(chunk), buffer, write_options=pacsv.WriteOptions(include_header=chunk == 0)
-            )
-            view = buffer.getbuffer()
-            blocks = []
-            for j, start in enumerate(range(0, max(1, len(view)), _BLOCK)):
-                block_id = base64.b64encode(f"chunk-{chunk:08d}-{j:06d}".encode()).decode()
-                target.stage_block(block_id, bytes(view[start : start + _BLOCK]))
-                blocks.append(BlobBlock(block_id=block_id))
-            del view
-            return blocks
+        runs = staged_runs(target)
+
+        def blocks(chunk: int) -> list[str]:
+            staged = runs.get((chunk, first_rows[chunk]))
+            if staged is not None:
+                return staged
+            table = read_part(staging, job.job, chunk)
+            return stage_chunk(target, table, chunk, first_rows[chunk])
 
         block_list = [
-            b for blocks in _ordered(pool, csv_blocks, range(job.chunks), _PARALLEL) for b in blocks
+            BlobBlock(block_id=block)
+            for ids in _ordered(pool, blocks, range(job.chunks), _PARALLEL)
+            for block in ids
         ]
     target.commit_block_list(block_list)
+    staged = sum(1 for c in range(job.chunks) if (c, first_rows[c]) in runs)
+    log.info("job %s: %d of %d chunks' CSV staged by workers", job.job, staged, job.chunks)
 
 
 def delete_staging(staging: ContainerClient, job: str) -> None:

@@ -38,6 +38,10 @@ TERMINAL = frozenset({"succeeded", "failed"})
 """States a job never leaves."""
 
 _MAX_REASON = 300
+_MAX_PENDING_ROWS = 1500
+"""Row counts of done chunks beyond the known prefix kept in the entity (its string
+properties hold 32K characters); a chunk past the cap is not recorded, so the prefix
+stops there and commit works out the rest from the staged manifests."""
 
 
 def bit_add(bits: str, index: int) -> str:
@@ -55,10 +59,16 @@ def bit_count(bits: str) -> int:
     return int(bits or "0", 16).bit_count()
 
 
-
 def _int(value: Any) -> int:
     """An entity's integer: Int64 properties come back as ``EntityProperty``."""
     return int(value.value if isinstance(value, EntityProperty) else value)
+
+
+def _pairs(text: str) -> dict[int, int]:
+    """``"3:70000,5:69998"`` -> ``{3: 70000, 5: 69998}``."""
+    pairs = (item.split(":") for item in text.split(",") if item)
+    return {int(c): int(n) for c, n in pairs}
+
 
 @dataclass(frozen=True)
 class JobRecord:
@@ -98,6 +108,13 @@ class JobRecord:
     ``output_format``; empty for a job started by a blob drop."""
     resumes: int = 0
     """How many times the job was resumed; chunk messages of older rounds are stale."""
+    rows_known: int = 0
+    """Leading chunks that are done and whose rows are counted in ``rows_before``: the
+    first input row of every chunk up to this one is known."""
+    rows_before: int = 0
+    """Input rows of chunks ``0 .. rows_known - 1``: the first row of chunk ``rows_known``."""
+    pending_rows: dict[int, int] = field(default_factory=dict)
+    """Input rows of done chunks past ``rows_known`` (finished out of order)."""
     etag_entity: str = ""
     """The entity's ETag when read (for guarded updates)."""
 
@@ -172,6 +189,9 @@ class JobRecord:
             "plan_queue": self.plan_queue,
             "options": orjson.dumps(self.options).decode(),
             "resumes": self.resumes,
+            "rows_known": self.rows_known,
+            "rows_before": EntityProperty(self.rows_before, EdmType.INT64),
+            "pending_rows": ",".join(f"{c}:{n}" for c, n in self.pending_rows.items()),
         }
 
     @classmethod
@@ -208,6 +228,9 @@ class JobRecord:
             plan_queue=e.get("plan_queue", ""),
             options={str(k): str(v) for k, v in orjson.loads(e.get("options") or "{}").items()},
             resumes=int(e.get("resumes", 0)),
+            rows_known=int(e.get("rows_known", 0)),
+            rows_before=_int(e.get("rows_before", 0)),
+            pending_rows=_pairs(e.get("pending_rows", "")),
             etag_entity=str(entity.metadata.get("etag", "")),
         )
 
@@ -328,6 +351,30 @@ class JobLedger:
 
         return self.update(endpoint, job, change)
 
+    def mark_done(
+        self, endpoint: str, job: str, chunk: int, rows: int
+    ) -> tuple[JobRecord, list[tuple[int, int]]]:
+        """Record ``chunk`` done with its ``rows`` input rows, once. Returns the job as
+        stored and the chunks whose first input row this call made known, as ``(chunk,
+        first row)`` in order: each chunk is placed by exactly one call (the guarded
+        update that extends the prefix over it), so one worker renders its output."""
+        placed: list[tuple[int, int]] = []
+
+        def change(current: JobRecord) -> JobRecord | None:
+            placed.clear()
+            if current.chunk_ended(chunk) or current.state in TERMINAL:
+                return None
+            done = dataclasses.replace(current, done=bit_add(current.done, chunk))
+            new = _count_rows(done, chunk, rows)
+            first = current.rows_before
+            for c in range(current.rows_known, new.rows_known):
+                placed.append((c, first))
+                first += rows if c == chunk else current.pending_rows[c]
+            return new
+
+        stored, _ = self.update(endpoint, job, change)
+        return stored, list(placed)
+
     def transition(
         self, endpoint: str, job: str, frm: frozenset[str], to: str, **fields: Any
     ) -> tuple[JobRecord, bool]:
@@ -339,3 +386,18 @@ class JobLedger:
             return dataclasses.replace(current, state=to, **fields)
 
         return self.update(endpoint, job, change)
+
+
+def _count_rows(record: JobRecord, chunk: int, rows: int) -> JobRecord:
+    """``record`` with done ``chunk``'s ``rows`` counted: the prefix of known first rows
+    grows over every done chunk that now follows it."""
+    pending = dict(record.pending_rows)
+    if chunk == record.rows_known or (
+        chunk > record.rows_known and len(pending) < _MAX_PENDING_ROWS
+    ):
+        pending[chunk] = rows
+    known, before = record.rows_known, record.rows_before
+    while known in pending:
+        before += pending.pop(known)
+        known += 1
+    return dataclasses.replace(record, rows_known=known, rows_before=before, pending_rows=pending)

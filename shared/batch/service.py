@@ -23,7 +23,8 @@ from azure.storage.blob import BlobClient
 from azure.storage.queue import TextBase64EncodePolicy
 
 from shared.batch.blobio import BlobRangeReader, read_range
-from shared.batch.commit import commit_job, delete_staging
+from shared.batch.commit import commit_job, delete_staging, output_format
+from shared.batch.csvblocks import stage_chunk
 from shared.batch.formats import Format, format_for
 from shared.batch.jobs import write_plan
 from shared.batch.ledger import TERMINAL, JobLedger, JobRecord
@@ -35,7 +36,7 @@ from shared.batch.partitioned import chunk_scorer, plan_template, planned_record
 from shared.batch.planning import chunk_target, line_chunks, row_group_chunks
 from shared.batch.reading import ChunkRows, read_csv_chunk, read_jsonl_chunk, read_parquet_chunk
 from shared.batch.retry import Action, action_for
-from shared.batch.staging import write_chunk
+from shared.batch.staging import read_part, write_chunk
 from shared.errors import BatchInputError, NotFoundError
 from shared.pipeline.spec import PackageSpec
 from shared.serving.dataplane import DataPlane
@@ -50,9 +51,11 @@ log = logging.getLogger(__name__)
 
 _WINDOW = 64 * 1024
 _PLAN_THREADS = 8
+"""Ranged reads (cut search) and message sends a planner runs at once."""
+_STAGE_THREADS = 4
+"""Placed chunks a worker stages as CSV blocks at once."""
 _PLANNER_LEASE_S = 60.0
 """A job still planning this long after it was recorded lost its planner (seconds)."""
-"""Ranged reads (cut search) and message sends a planner runs at once."""
 
 
 class BatchService:
@@ -341,7 +344,7 @@ class BatchService:
         was_committing = job.state == "committing"
         if not job.chunk_ended(message.chunk):
             try:
-                manifest = self._score(job, message)
+                manifest, table = self._score(job, message)
             except Exception as exc:
                 if message.round < job.resumes:
                     log.info("stale chunk %d of job %s dropped", message.chunk, job.job)
@@ -373,14 +376,59 @@ class BatchService:
                 manifest["seconds"],
                 manifest["read_s"],
             )
-            job, _ = self.ledger.mark_chunk(job.endpoint, job.job, message.chunk)
+            job, placed = self.ledger.mark_done(
+                job.endpoint, job.job, message.chunk, int(manifest["rows"])
+            )
+            self._stage_placed(job, placed, message.chunk, table)
+            del table
         self._maybe_commit(job, was_committing=was_committing)
 
-    def _score(self, job: JobRecord, message: ChunkMessage) -> dict[str, float | int]:
+    def _stage_placed(
+        self, job: JobRecord, placed: list[tuple[int, int]], chunk: int, table: pa.Table
+    ) -> None:
+        """Stage the CSV blocks of the chunks this worker's update placed (their first
+        input row became known): ``chunk``'s own from ``table``, others' from their staged
+        parts. A failure only leaves the work to the commit."""
+        if not placed or output_format(job) is Format.PARQUET:
+            return
+        target = self.output.get_blob_client(
+            output_prefix(job.endpoint, job.job) + Format.CSV.output_name
+        )
+
+        def stage(item: tuple[int, int]) -> None:
+            placed_chunk, first_row = item
+            try:
+                part = (
+                    table
+                    if placed_chunk == chunk
+                    else read_part(self.staging, job.job, placed_chunk)
+                )
+                stage_chunk(target, part, placed_chunk, first_row)
+            except Exception as exc:  # the commit stages what is missing
+                log.warning(
+                    "job %s: CSV of chunk %d not staged (%s); the commit will",
+                    job.job,
+                    placed_chunk,
+                    exc,
+                )
+
+        if len(placed) == 1:
+            stage(placed[0])
+            return
+        # a chunk that closed a gap places every done chunk after it: stage them at once
+        # (pyarrow and the network release the GIL)
+        with ThreadPoolExecutor(_STAGE_THREADS, thread_name_prefix="scorefn-stage") as pool:
+            list(pool.map(stage, placed))
+
+    def _score(
+        self, job: JobRecord, message: ChunkMessage
+    ) -> tuple[dict[str, float | int], pa.Table]:
         with self._in_memory:
             return self._score_held(job, message)
 
-    def _score_held(self, job: JobRecord, message: ChunkMessage) -> dict[str, float | int]:
+    def _score_held(
+        self, job: JobRecord, message: ChunkMessage
+    ) -> tuple[dict[str, float | int], pa.Table]:
         started = time.perf_counter()
         self.plane.wait_loaded(self.settings.model_wait_s)
         scorer = chunk_scorer(job, self.plane, wait_s=self.settings.model_wait_s)
@@ -411,7 +459,7 @@ class BatchService:
             "read_s": round(read_s, 4),
         }
         write_chunk(self.staging, job.job, message.chunk, scored.table, scored.errors, manifest)
-        return manifest
+        return manifest, scored.table
 
     # ------------------------------------------------------------------ poison
     def record_poison(self, body: bytes) -> None:

@@ -525,7 +525,7 @@ def test_host_json_errors_name_the_field() -> None:
     config = HostConfig.load(REPO / "host.json")
     assert config.http.route_prefix == "api"
     assert config.queues.visibility_timeout == 30.0
-    assert config.queues.max_polling_interval == 1.0
+    assert config.queues.max_polling_interval == 0.25
     assert config.function_timeout == 600.0
 
 
