@@ -67,6 +67,8 @@ COLUMNS = [
     "foreign", "txn_24h", "avg_amount_30d", "card_present",
 ]  # fmt: skip
 RAW_CHUNK = 10_000
+IDLE_S = 3.0
+"""Seconds the stack is watched idle (queue and blob polling) before the cases."""
 TARGETS = {"fraud": 0.5, "mlp": 0.8}
 RSS_LIMIT = 1 << 30
 CORES = len(os.sched_getaffinity(0))
@@ -256,6 +258,16 @@ def main(argv: list[str] | None = None) -> int:
                     ).start(timeout=120)
                 )
             try:
+                pids = {"azurite": azurite.pid} | {
+                    f"worker-{i}": w.pid for i, w in enumerate(workers)
+                }
+                before_idle = {k: cpu_seconds(pid) for k, pid in pids.items()}
+                time.sleep(IDLE_S)
+                results["idle_cpu_per_s"] = {
+                    k: round((cpu_seconds(pid) - before_idle[k]) / IDLE_S, 3)
+                    for k, pid in pids.items()
+                }
+                print(f"idle: {json.dumps(results['idle_cpu_per_s'])}", flush=True)
                 cases = [
                     ("fraud", args.fraud_rows, fraud_csv, raw_fraud, "bench/model=fraud:1/t.csv"),
                     ("mlp", args.mlp_rows, mlp_parquet, raw_mlp, "bench/model=mlp:1/t.parquet"),
@@ -273,9 +285,6 @@ def main(argv: list[str] | None = None) -> int:
                     raw_cpu = {
                         "bench": round(time.process_time() - before[0], 2),
                         "azurite": round(cpu_seconds(azurite.pid) - before[1], 2),
-                    }
-                    pids = {"azurite": azurite.pid} | {
-                        f"worker-{i}": w.pid for i, w in enumerate(workers)
                     }
                     before_e2e = {k: cpu_seconds(pid) for k, pid in pids.items()}
                     e2e_s, breakdown = e2e(blobs, tables, name, data)
@@ -307,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         release_work_folder(workdir, args.keep)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2))
-    return 0 if all(r["met"] for r in results.values()) else 1
+    return 0 if all(r["met"] for k, r in results.items() if k in TARGETS) else 1
 
 
 if __name__ == "__main__":
