@@ -74,6 +74,7 @@ from shared.errors import (
     ShapeError,
 )
 from shared.pipeline.spec import BatchingSpec
+from shared.pipeline.validate import Validated
 from shared.telemetry.state import TELEMETRY
 
 __all__ = ["Batcher", "BatcherStats", "InlineExecutor", "Runner", "Tensors"]
@@ -373,7 +374,10 @@ class Batcher:
             if loop is None and not self._closing:
                 raise RuntimeError(f"batcher for model {self.name} is not started")
             raise NotReadyError(f"model {self.name} is shutting down", retry_after=1.0)
-        rows, signature = _signature(inputs)
+        if type(inputs) is Validated:  # the validator's fast path knows both already
+            rows, signature = inputs.rows, inputs.signature
+        else:
+            rows, signature = _signature(inputs)
         queued = self._queued_rows
         limit = self.batching.max_queue_rows
         if queued and queued + rows > limit:

@@ -31,7 +31,7 @@ from shared.errors import (
 from shared.pipeline.dtypes import from_numpy, to_numpy
 from shared.pipeline.spec import PackageSpec, TensorSpec
 
-__all__ = ["Validator", "validate_inputs", "shape_text"]
+__all__ = ["Validated", "Validator", "validate_inputs", "shape_text"]
 
 _isfinite = np.isfinite
 _all = np.logical_and.reduce
@@ -139,6 +139,18 @@ def validate_inputs(
 #: trailing dims (the first, rows, is dynamic and all others are fixed).
 _Compiled = tuple[str, np.dtype[Any], tuple[int, ...]]
 
+
+class Validated(dict[str, np.ndarray]):
+    """Inputs the validator's fast path accepted, with what the batcher needs to queue
+    them: ``rows`` and ``signature`` (input name, dtype and trailing shape of each input,
+    sorted by name), known from the package without looking at the arrays again."""
+
+    __slots__ = ("rows", "signature")
+
+    rows: int
+    signature: tuple[_Compiled, ...]
+
+
 _ndarray = np.ndarray
 
 
@@ -153,7 +165,7 @@ class Validator:
     for hot paths (a keyword argument and ``__call__`` each cost a little more).
     """
 
-    __slots__ = ("_fast", "_finite", "_model", "spec")
+    __slots__ = ("_fast", "_finite", "_model", "_signature", "spec")
 
     def __init__(self, spec: PackageSpec) -> None:
         self.spec = spec
@@ -167,6 +179,8 @@ class Validator:
         self._fast: tuple[_Compiled, ...] | None = (
             tuple(fast) if len(fast) == len(spec.inputs) else None
         )
+        #: The batcher's grouping key of every request the fast path accepts.
+        self._signature = tuple(sorted(fast, key=lambda c: c[0]))
         #: Inputs the NaN/inf check applies to (floating-point ones, unless allowed).
         self._finite = tuple(
             t.name
@@ -194,8 +208,9 @@ class Validator:
     ) -> dict[str, np.ndarray]:
         """``__call__`` with positional arguments."""
         fast = self._fast
-        if fast is not None and type(inputs) is dict and len(inputs) == len(fast):
-            out: dict[str, np.ndarray] = {}
+        kind = type(inputs)
+        if fast is not None and (kind is dict or kind is Validated) and len(inputs) == len(fast):
+            out = Validated()
             rows = 0
             for name, dtype, trailing in fast:
                 arr = inputs.get(name)
@@ -215,6 +230,8 @@ class Validator:
                     for name in self._finite:
                         if not _all_finite(out[name]):
                             raise _non_finite_error(out[name], name, self._model)
+                out.rows = rows
+                out.signature = self._signature
                 return out
         return validate_inputs(inputs, self.spec, check_finite=not defer_finite)
 

@@ -30,7 +30,8 @@ from shared.errors import (
 )
 from shared.pipeline.batcher import Batcher, Tensors
 from shared.pipeline.session import IR_VERSION
-from shared.pipeline.spec import BatchingSpec
+from shared.pipeline.spec import BatchingSpec, PackageSpec
+from shared.pipeline.validate import Validated, Validator
 
 OUTPUTS = ["y", "ids", "version"]
 
@@ -296,6 +297,43 @@ async def test_incompatible_requests_run_in_separate_batches() -> None:
             (("a", "b"), "<f4", 3),  # key order does not matter
         ]
     )
+
+
+async def test_validated_requests_join_plain_ones_of_the_same_signature() -> None:
+    """The validator's fast path hands the batcher rows and signature (``Validated``);
+    they group exactly as the batcher's own signature of the same arrays would."""
+    package = PackageSpec.model_validate(
+        {
+            "name": "two",
+            "version": "1",
+            "inputs": [
+                {"name": "b", "datatype": "FP64", "shape": [-1]},
+                {"name": "a", "datatype": "FP32", "shape": [-1, 3]},
+            ],
+            "outputs": [{"name": "sum", "datatype": "FP32", "shape": [-1]}],
+            "steps": [{"onnx": "model.onnx"}],
+        }
+    )
+    validator = Validator(package)
+    seen: list[int] = []
+
+    def run(inputs: Tensors) -> Tensors:
+        seen.append(len(inputs["a"]))
+        return {"sum": inputs["a"].sum(axis=1) + inputs["b"]}
+
+    plain = {"a": np.ones((2, 3), np.float32), "b": np.zeros(2)}
+    valid = validator.validate({"b": np.full(1, 5.0), "a": np.ones((1, 3), np.float32)})
+    assert type(valid) is Validated and (valid.rows, len(valid.signature)) == (1, 2)
+    again = validator.validate(valid)  # validating validated inputs stays on the fast path
+    assert type(again) is Validated and again.signature == valid.signature
+    other = {"a": np.ones((4, 3), np.float64), "b": np.zeros(4)}  # other dtype
+    spec = BatchingSpec(max_batch_size=100, max_delay_ms=20)
+    async with Batcher(run, spec, name="validated") as batcher:
+        results = await asyncio.gather(*(batcher.infer(k) for k in (plain, valid, other)))
+    assert sorted(seen) == [3, 4]  # plain + validated together; the float64 one alone
+    np.testing.assert_array_equal(results[0]["sum"], [3.0, 3.0])
+    np.testing.assert_array_equal(results[1]["sum"], [8.0])
+    np.testing.assert_array_equal(results[2]["sum"], [3.0] * 4)
 
 
 async def test_output_that_is_not_row_aligned_goes_whole_to_every_caller(
