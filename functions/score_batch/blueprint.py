@@ -1,7 +1,9 @@
 """Batch triggers of a scoring app. Each function is one call into ``BatchService``.
 
 - ``batch_plan``: an Event Grid-source blob trigger on ``batch-input/{endpoint}/{name}``
-  (the local host scans the container instead) plans the job and fans out chunks.
+  (the local host scans the container instead) plans the job and fans out chunks. Its
+  parameter is an SDK-type ``BlobClient`` (``azurefunctions-extensions-bindings-blob``):
+  the host passes a reference, so a file of any size is planned with ranged reads.
 - ``batch_plan_message``: a queue trigger on this deployment's plan queue plans a job the
   router's job API recorded (or a resumed job that had failed at planning).
 - ``batch_chunk``: a queue trigger on the chunk queue scores one chunk.
@@ -15,6 +17,7 @@ of sessions per process.
 from __future__ import annotations
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob
 
 from shared.batch.service import BatchService
 from shared.serving.runtime import scoring_runtime
@@ -30,13 +33,14 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
 @bp.blob_trigger(
-    arg_name="blob",
+    arg_name="client",
     path=f"{_settings.input_container}/{{endpoint}}/{{name}}",
     connection="AzureWebJobsStorage",
     source=func.BlobSource.EVENT_GRID,
 )
-def batch_plan(blob: func.InputStream) -> None:
-    service.plan((blob.name or "").partition("/")[2])  # name is "container/blob"
+def batch_plan(client: blob.BlobClient) -> None:
+    # an SDK-type binding: the host hands over a reference, never the blob's content
+    service.plan(client.blob_name)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=service.plans, connection="AzureWebJobsStorage")

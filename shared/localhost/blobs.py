@@ -10,7 +10,9 @@ blob it already processed, while a blob overwritten since (new ETag) fires again
 An ``InputStream`` parameter gets a ``BlobStream``: name, URL, length and properties at
 once, the content only as the function reads it (ranged reads of the version that fired),
 so a huge blob is never held in memory by the host. ``bytes`` / ``str`` parameters get the
-whole content, as in Azure.
+whole content, as in Azure. A parameter typed as an SDK-type ``BlobClient``
+(``azurefunctions-extensions-bindings-blob``) gets a ``BlobClient`` of the blob, as the
+Python worker builds one in Azure.
 
 A failing invocation is retried on later scans, up to host.json ``maxDequeueCount``
 attempts in all; then the blob is recorded as poison: an error is logged, a message naming
@@ -33,6 +35,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
+from azure.storage.blob import BlobClient as SyncBlobClient
 from azure.storage.blob import BlobServiceClient as SyncBlobServiceClient
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
@@ -267,6 +270,10 @@ class BlobListener:
             self._sync_service = SyncBlobServiceClient.from_connection_string(
                 self._storage.connection_string(self.connection)
             )
+        if isinstance(self._annotation, type) and issubclass(self._annotation, SyncBlobClient):
+            # an SDK-type binding (azurefunctions-extensions-bindings-blob): in Azure the
+            # worker builds a plain BlobClient for the blob from the connection setting
+            return self._sync_service.get_blob_client(blob.container_name, blob.blob_name)
         return BlobStream(
             self._sync_service.get_blob_client(blob.container_name, blob.blob_name),
             etag=quoted,

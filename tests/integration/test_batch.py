@@ -618,9 +618,9 @@ def _peak_rss(pid: int | None) -> int:
 def test_a_5gib_file_is_planned_at_once_without_being_read(
     azurite: AzuriteProcess, example_models: Path, tmp_path: Path
 ) -> None:
-    """The host hands the planner a lazy InputStream and the planner reads only cut
-    windows: a 5 GiB CSV is planned in seconds with the host's memory far below the file's
-    size; one whose columns do not match fails at planning with the reason."""
+    """The host hands the planner a BlobClient (an SDK-type binding) and the planner reads
+    only cut windows: a 5 GiB CSV is planned in seconds with the host's memory far below
+    the file's size; one whose columns do not match fails at planning with the reason."""
     service = BlobServiceClient.from_connection_string(azurite.connection_string)
     inputs = service.get_container_client("bt-huge-input")
     with contextlib.suppress(ResourceExistsError):

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from azure.storage.blob import BlobClient as SyncBlobClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
@@ -398,6 +399,25 @@ def blob_host(azurite: AzuriteProcess) -> HostThread:
 
 def calls(name: str) -> list[tuple[str | None, int | None, bytes]]:
     return [record for record in blob_app.SEEN if record[0] == f"batch-input/{name}"]
+
+
+def test_sdk_type_blob_client_parameter_gets_a_client_of_the_blob(
+    azurite: AzuriteProcess,
+) -> None:
+    """As the Python worker does for ``azurefunctions-extensions-bindings-blob`` types: the
+    function gets a ``BlobClient`` of the blob that fired, built from the connection
+    setting, and reads (or not) what it wants itself."""
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    inputs = service.get_container_client("sdk-input")
+    if not inputs.exists():
+        inputs.create_container()
+    inputs.upload_blob("dir/x.csv", b"a,b\n1,2\n", overwrite=True)
+    with blob_host(azurite):
+        wait_until(lambda: bool(blob_app.CLIENTS), "the SDK-type trigger")
+    (client,) = blob_app.CLIENTS
+    assert type(client) is SyncBlobClient
+    assert (client.container_name, client.blob_name) == ("sdk-input", "dir/x.csv")
+    assert client.download_blob(offset=4, length=3).readall() == b"1,2"
 
 
 def test_blob_trigger_fires_once_per_blob_version_and_not_after_restart(
