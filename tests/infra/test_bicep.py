@@ -85,9 +85,17 @@ NOT_IN_AZURE = {
             "collect_storage",
             "collect_blobs_url",  # identity-based storage: set by Bicep
             "collect_client_id",
+            "endpoint",  # ONLY_ON
         }
     },
 }
+
+ONLY_ON: dict[tuple[str, str], set[str]] = {
+    # a scoring app serves one endpoint: its metrics' endpoint label; the router labels
+    # each request with the endpoint it names
+    ("TelemetrySettings", "endpoint"): {"scoring"},
+}
+"""Settings Bicep sets on some of the apps that read them (never on the others)."""
 
 
 def _settings_classes() -> dict[str, type[BaseSettings]]:
@@ -120,7 +128,8 @@ def _expected(app: str) -> tuple[set[str], set[str]]:
             continue
         for field_name, field in cls.model_fields.items():
             names = _env_names(cls, field_name, field)
-            if (cls_name, field_name) in NOT_IN_AZURE:
+            only = ONLY_ON.get((cls_name, field_name))
+            if (cls_name, field_name) in NOT_IN_AZURE or (only is not None and app not in only):
                 never.update(names)
             elif names[0] not in PLATFORM:  # platform names are checked by PLATFORM
                 must.add(names[0])

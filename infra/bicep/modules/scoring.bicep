@@ -239,6 +239,11 @@ resource apps 'Microsoft.App/containerApps@2025-02-02-preview' = [for d in deplo
               value: d.name
             }
             {
+              // the endpoint label of the scoring metrics (scorefn stats, dashboards)
+              name: 'SCOREFN_TELEMETRY_ENDPOINT'
+              value: endpointName
+            }
+            {
               name: 'SCOREFN_MAX_BODY_BYTES'
               value: string(settings.max_body_bytes)
             }
