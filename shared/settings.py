@@ -506,6 +506,18 @@ class TelemetrySettings(BaseSettings):
     )
 
     @model_validator(mode="after")
+    def _azure_monitor_has_a_connection_string(self) -> TelemetrySettings:
+        if "azure_monitor" in self.exporter.split(",") and not (
+            self.applicationinsights_connection_string
+        ):
+            raise ValueError(
+                "SCOREFN_TELEMETRY_EXPORTER names azure_monitor but "
+                "APPLICATIONINSIGHTS_CONNECTION_STRING (the Application Insights resource's "
+                "connection string) is not set"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _collect_storage_is_consistent(self) -> TelemetrySettings:
         check_storage(
             connection_string=self.collect_storage,

@@ -6,7 +6,7 @@ an in-memory buffer under a lock; it never raises and never waits on storage. A
 background thread uploads the buffer every ``flush_s`` seconds (sooner when it holds a
 quarter of its byte budget) as new blobs::
 
-    <container>/<endpoint>/<deployment>/yyyy/mm/dd/hh/<HHMMSS>-<uuid>.jsonl
+    <container>/<endpoint>/<deployment>/yyyy/mm/dd/hh/<mmss>-<uuid>.jsonl
 
 one JSON object per line: ``time`` (UTC ISO 8601), ``endpoint``, ``deployment``,
 ``model``, ``request_id``, ``trace_id``, ``request`` and ``response`` (the JSON bodies as
@@ -144,8 +144,11 @@ class DataCollector:
         self._stats = CollectorStats()
         self._wake = threading.Event()
         self._closed = False
-        self._idle = threading.Event()
-        self._idle.set()
+        # flush(): a request number; the uploader reports the last request whose records
+        # its finished pass included, so a flush never returns before its upload
+        self._passes = threading.Condition()
+        self._requested = 0
+        self._served = 0
         self._thread = threading.Thread(target=self._run, name="data-collector", daemon=True)
         self._thread.start()
 
@@ -244,9 +247,14 @@ class DataCollector:
     def flush(self, timeout: float = 30.0) -> bool:
         """Upload what is buffered now and wait for it (tests, shutdown); True if the
         uploader went idle within ``timeout``."""
-        self._idle.clear()
+        with self._passes:
+            self._requested += 1
+            wanted = self._requested
         self._wake.set()
-        return self._idle.wait(timeout)
+        with self._passes:
+            return self._passes.wait_for(
+                lambda: self._served >= wanted or not self._thread.is_alive(), timeout
+            )
 
     def close(self, timeout: float = 30.0) -> None:
         """Upload what is buffered, stop the thread; later offers are not kept."""
@@ -258,18 +266,20 @@ class DataCollector:
         while True:
             self._wake.wait(self.flush_s)
             self._wake.clear()
+            with self._passes:
+                serving = self._requested  # flushes asked before this pass takes the buffer
             while not self._closed and time.monotonic() < self._paused_until:
                 time.sleep(max(0.0, min(0.25, self._paused_until - time.monotonic())))
             with self._lock:
                 batch, self._buffer = self._buffer, []
             if batch:
                 self._upload(batch)
-            if not self._wake.is_set():
-                self._idle.set()
+            with self._passes:
+                self._served = serving
+                self._passes.notify_all()
             if self._closed:
                 with self._lock:
                     if not self._buffer:
-                        self._idle.set()
                         return
 
     def _upload(self, batch: list[_Record]) -> None:

@@ -395,7 +395,9 @@ class Instruments:
     ) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             out: list[Observation] = []
-            for source in list(self._bandits):
+            with self._queues_lock:  # a router may add a source meanwhile
+                sources = list(self._bandits)
+            for source in sources:
                 try:
                     readings = list(source.arm_readings())
                 except Exception:
@@ -412,7 +414,8 @@ class Instruments:
 
     def watch_bandits(self, source: BanditSource) -> None:
         """Report ``source.arm_readings()`` as the bandit arm gauges."""
-        self._bandits.add(source)
+        with self._queues_lock:
+            self._bandits.add(source)
 
     def rollout_event(self, endpoint: str, candidate: str, event: str, share: int) -> None:
         """A rollout ``started``, moved a ``step``, ``succeeded``, ``rolled_back`` or was

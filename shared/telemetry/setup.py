@@ -21,6 +21,7 @@ in-memory exporters and readers through ``span_exporters`` / ``metric_readers``.
 
 from __future__ import annotations
 
+import atexit
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ if TYPE_CHECKING:  # the SDK is imported only when telemetry is switched on
 
 __all__ = ["Telemetry", "parse_exporters", "setup_telemetry"]
 
+_EXIT_FLUSH_S = 5.0
+"""How long the exit hook waits for the data collector's last upload."""
+
 log = logging.getLogger(__name__)
 
 SCOPE: Final = "scorefn"
@@ -62,7 +66,6 @@ def parse_exporters(text: str) -> frozenset[str]:
 class Telemetry:
     """What ``setup_telemetry`` installed; ``shutdown()`` flushes and switches it off."""
 
-    exporters: frozenset[str] = frozenset()
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     _files: list[IO[str]] = field(default_factory=list)
@@ -86,9 +89,10 @@ class Telemetry:
     def shutdown(self) -> None:
         """Flush and stop exporters and the collector; telemetry is off afterwards."""
         collector = TELEMETRY.collector
-        TELEMETRY.reset()
         if collector is not None:
+            # before reset: its last upload still counts records on the meter provider
             collector.close()
+        TELEMETRY.reset()
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
         if self.meter_provider is not None:
@@ -126,7 +130,7 @@ def setup_telemetry(
     exporters = parse_exporters(settings.exporter)
     if settings.applicationinsights_connection_string:
         exporters |= {"azure_monitor"}
-    handle = Telemetry(exporters)
+    handle = Telemetry()
     TELEMETRY.reset()
     if exporters or span_exporters or metric_readers:
         from opentelemetry.sdk.resources import Resource
@@ -143,7 +147,10 @@ def setup_telemetry(
     if settings.collect_rate > 0 and role in ("scoring", "all"):
         from shared.telemetry.collector import DataCollector
 
-        TELEMETRY.collector = DataCollector.from_settings(settings)
+        TELEMETRY.collector = collector = DataCollector.from_settings(settings)
+        # its thread is a daemon: upload what is buffered when the process exits normally
+        # (the trace and metric providers flush themselves at exit)
+        atexit.register(collector.close, _EXIT_FLUSH_S)
     TELEMETRY.endpoint = settings.endpoint
     TELEMETRY.observing = handle.enabled
     if handle.enabled:

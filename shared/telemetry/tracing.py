@@ -112,7 +112,7 @@ async def detached(work: Awaitable[R]) -> R:
 def in_span() -> bool:
     """Whether tracing is on and a recording span is current (a request's or a batch
     chunk's): child spans then have a parent to join."""
-    return TELEMETRY.tracing and trace.get_current_span().get_span_context().is_valid
+    return TELEMETRY.tracing and trace.get_current_span().is_recording()
 
 
 def set_attributes(current: Span | None, attributes: Attributes) -> None:
@@ -159,7 +159,6 @@ def traced(
     name: str,
     *,
     carrier: Callable[..., Mapping[str, str] | None] | None = None,
-    kind: SpanKind = SpanKind.INTERNAL,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate a function to run in a span named ``name`` when tracing is on;
     ``carrier(*args, **kwargs)`` may supply the parent's ``traceparent`` (a queue
@@ -176,7 +175,7 @@ def traced(
                     parent = carrier(*args, **kwargs)
                 except Exception:  # a bad carrier only loses the link, never the call
                     log.debug("no trace context for %s", name, exc_info=True)
-            with _span(name, kind, None, parent):
+            with _span(name, SpanKind.INTERNAL, None, parent):
                 return fn(*args, **kwargs)
 
         return run

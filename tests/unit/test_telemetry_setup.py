@@ -15,7 +15,13 @@ from shared.settings import TelemetrySettings
 from shared.telemetry.prometheus import scrape
 from shared.telemetry.setup import setup_telemetry
 from shared.telemetry.state import TELEMETRY
-from shared.telemetry.tracing import current_trace_id, current_traceparent, inject, span
+from shared.telemetry.tracing import (
+    current_trace_id,
+    current_traceparent,
+    in_span,
+    inject,
+    span,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +59,28 @@ def test_unknown_exporter_is_refused_naming_the_allowed_ones() -> None:
     message = str(info.value)
     assert "unknown exporter(s) statsd" in message
     assert "none, console, otlp, prometheus, azure_monitor" in message
+
+
+def test_azure_monitor_without_a_connection_string_is_refused() -> None:
+    with pytest.raises(ValidationError) as info:
+        _settings(exporter="azure_monitor")
+    assert (
+        "SCOREFN_TELEMETRY_EXPORTER names azure_monitor but APPLICATIONINSIGHTS_CONNECTION_STRING "
+        "(the Application Insights resource's connection string) is not set"
+    ) in str(info.value)
+
+
+def test_in_span_is_false_under_an_unsampled_span() -> None:
+    """Work inside a trace the sampler dropped takes the untraced fast path."""
+    spans = InMemorySpanExporter()
+    handle = setup_telemetry(_settings(sample_ratio=0.0), role="scoring", span_exporters=[spans])
+    with span("dropped") as current:
+        assert current is not None and not current.is_recording()
+        assert not in_span()
+    sampled = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    with span("followed", carrier=sampled):  # a caller's sampled parent is followed
+        assert in_span()
+    handle.shutdown()
 
 
 def test_exporter_list_is_normalised() -> None:
