@@ -1,6 +1,12 @@
 """The servable models of a deployment: the store's blob listing filtered by the
 deployment's rules, re-listed every ``refresh_s`` seconds.
 
+With a ``prober`` (the store's names-only listing, a tenth of the CPU of a full listing
+with properties) a refresh first compares the container's blob names with those seen at
+the last full listing, and lists in full only when they changed (a push adds, removes or
+renames blobs: its marker is named by the pushed content) or ``full_every`` refreshes
+have passed (content replaced by other tools under the same names).
+
 A failed listing keeps the last good snapshot (models already known keep serving) and
 records why; while the store cannot be listed, a name the snapshot does not know is
 answered with 503 + ``Retry-After`` (it may have been pushed), not 404.
@@ -8,6 +14,7 @@ answered with 503 + ``Retry-After`` (it may have been pushed), not 404.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,12 +27,13 @@ from shared.modelstore.policy import ModelRule, servable_versions
 __all__ = ["IndexSnapshot", "StoreIndex"]
 
 Lister = Callable[[], Mapping[tuple[str, str], PackageListing]]
+Prober = Callable[[], frozenset[str]]
 
 
 @dataclass(frozen=True)
 class IndexSnapshot:
-    """One filtered listing: ``{name: {version: listing}}`` (versions ascending) and
-    the names of every listed model, served or not."""
+    """One filtered listing: ``{name: {version: listing}}`` (versions ascending), and
+    since when it holds (the start of the refresh that made or confirmed it)."""
 
     models: dict[str, dict[str, PackageListing]] = field(default_factory=dict)
     listed_at: float = 0.0
@@ -57,12 +65,22 @@ class StoreIndex:
         rules: Sequence[ModelRule],
         *,
         refresh_s: float = 5.0,
+        prober: Prober | None = None,
+        full_every: int = 12,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._lister = lister
+        self._prober = prober
+        self._full_every = full_every
         self._rules = list(rules)
         self.refresh_s = refresh_s
         self._clock = clock
+        self._names: frozenset[str] | None = None
+        """Blob names probed just before the last full listing."""
+        self._probes = 0
+        """Refreshes answered by the probe alone since the last full listing."""
+        self.full_listings = 0
+        """Full listings so far (tests, diagnostics)."""
         self._snapshot: IndexSnapshot | None = None
         self._lock = threading.Lock()
         self.error = ""
@@ -87,11 +105,25 @@ class StoreIndex:
         with self._lock:
             started = self._clock()  # what the snapshot can vouch for: after this moment
             try:
+                names = None if self._prober is None else self._prober()
+                snap = self._snapshot
+                if (
+                    names is not None
+                    and names == self._names
+                    and snap is not None
+                    and not self.error
+                    and self._probes + 1 < self._full_every
+                ):
+                    self._probes += 1
+                    self._snapshot = dataclasses.replace(snap, listed_at=started)
+                    return self._snapshot
                 listing = self._lister()
             except NotReadyError as exc:
                 self.error = str(exc)
                 self.error_retry_after = exc.retry_after
                 return self._snapshot
+            self._names, self._probes = names, 0
+            self.full_listings += 1
             self._snapshot = _snapshot(self._rules, listing, started)
             self.error = ""
             return self._snapshot

@@ -72,7 +72,9 @@ class StoreDataPlane(DataPlane):
         super().__init__(options.cache_dir, "", batching=batching)
         self.client = client
         self.options = options
-        self.index = StoreIndex(client.list_packages, rules, refresh_s=options.refresh_s)
+        self.index = StoreIndex(
+            client.list_packages, rules, refresh_s=options.refresh_s, prober=client.list_names
+        )
         self.cache = PackageCache(options.cache_dir, client)
         self.working: WorkingSet[Key, ModelEntry] = WorkingSet(
             max_items=options.max_loaded_models,

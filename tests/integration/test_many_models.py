@@ -23,9 +23,12 @@ from azure.storage.blob import ContainerClient, ContentSettings
 from onnx import TensorProto, helper, numpy_helper
 
 from shared.cli import main as scorefn
+from shared.errors import PackageError
 from shared.localhost.azurite import AzuriteProcess, find_azurite_binary
 from shared.localhost.runner import HostProcess
-from shared.modelstore.blobstore import ModelStoreClient
+from shared.modelstore.blobstore import PUSH_MARKER, ModelStoreClient
+from shared.modelstore.index import StoreIndex
+from shared.modelstore.policy import parse_model_rules
 from shared.pipeline.session import IR_VERSION
 from tests.integration import stack_helpers
 from tests.integration.stack_helpers import wait_ready
@@ -533,3 +536,37 @@ def test_cli_push_validates_and_uploads(
 
     data = (root / "clipkg" / "2" / "model.onnx").read_bytes()
     assert onnx.md5 == hashlib.md5(data).digest(), base64.b64encode(onnx.md5 or b"")
+
+
+def test_a_push_names_its_content_so_the_names_probe_sees_overwrites(
+    azurite: AzuriteProcess, tmp_path: Path
+) -> None:
+    """Push writes a marker named by the pushed content last; the index's names-only probe
+    then notices a version pushed again with other content, and lists in full."""
+    client = ModelStoreClient.from_setting(azurite.connection_string, "models-probe")
+    root = tmp_path / "models"
+    client.push(package(root, "p", "1", seed=1), "p", "1")
+
+    def markers() -> list[str]:
+        return sorted(n for n in client.list_names() if PUSH_MARKER in n)
+
+    (first,) = markers()
+    index = StoreIndex(
+        client.list_packages, parse_model_rules("*"), prober=client.list_names, full_every=100
+    )
+    before = index.refresh()
+    assert before is not None and index.full_listings == 1
+    files = sorted(f.path for f in before.models["p"]["1"].files)
+    assert files == ["model.onnx", "model.yaml"]  # the marker is not a package file
+    client.push(package(root, "p", "1", seed=1), "p", "1", overwrite=True)  # same content
+    assert markers() == [first]
+    index.refresh()
+    assert index.full_listings == 1  # nothing changed: the probe answered
+    client.push(package(root, "p", "1", seed=2), "p", "1", overwrite=True)  # other weights
+    (second,) = markers()
+    assert second != first
+    after = index.refresh()
+    assert after is not None and index.full_listings == 2
+    assert after.models["p"]["1"].digest != before.models["p"]["1"].digest
+    with pytest.raises(PackageError, match=r"already in the store \(2 files\)"):
+        client.push(package(root, "p", "1", seed=3), "p", "1")

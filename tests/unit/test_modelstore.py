@@ -215,6 +215,45 @@ def test_index_keeps_serving_known_models_when_the_store_is_down() -> None:
     assert info.value.retry_after == 5
 
 
+def test_index_lists_in_full_only_when_the_blob_names_change() -> None:
+    store = _Store()
+    names = {"a/1/model.yaml", "a/2/model.yaml"}
+    probes: list[int] = []
+
+    def probe() -> frozenset[str]:
+        if store.down:
+            raise NotReadyError("model store http://x cannot be reached", retry_after=5)
+        probes.append(1)
+        return frozenset(names)
+
+    clock = iter(float(t) for t in range(1000))
+    index = StoreIndex(
+        store, parse_model_rules("*"), prober=probe, full_every=4, clock=lambda: next(clock)
+    )
+    first = index.refresh()
+    assert first is not None and index.full_listings == 1
+    for _ in range(2):  # same names: the probe answers, the snapshot is confirmed
+        snap = index.refresh()
+        assert snap is not None and snap.models == first.models
+    assert index.full_listings == 1 and len(probes) == 3
+    assert snap.listed_at > first.listed_at  # fresh, as if listed again
+    store.packages[("a", "3")] = _listing("a", "3")
+    names.add("a/3/model.yaml")
+    assert index.refresh() is not None and index.full_listings == 2  # names changed
+    assert index.resolve("a", None).version == "3"
+    for _ in range(3):
+        index.refresh()
+    assert index.full_listings == 2
+    index.refresh()
+    assert index.full_listings == 3  # every fourth refresh lists in full, whatever the names
+    store.down = True
+    index.refresh()
+    assert index.error == "model store http://x cannot be reached"
+    store.down = False
+    index.refresh()  # after a failure: a full listing, not a probe alone
+    assert (index.error, index.full_listings) == ("", 4)
+
+
 def test_digest_changes_when_a_file_is_pushed_again() -> None:
     assert _listing("a", "1", "e1").digest != _listing("a", "1", "e2").digest
     assert _listing("a", "1", "e1").digest == _listing("a", "1", "e1").digest
