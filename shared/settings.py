@@ -341,7 +341,7 @@ class BatchSettings(BaseSettings):
     max_chunks: int = Field(
         default=20_000,
         ge=1,
-        le=100_000,
+        le=50_000,  # a block blob commits at most 50,000 blocks: one or more per chunk
         description="most chunks per job; larger files get proportionally larger chunks",
     )
     id_columns: str = Field(

@@ -120,7 +120,12 @@ def commit_job(
     )
     if decision.status == "succeeded":
         _write_predictions(
-            job, fmt, staging, output.get_blob_client(prefix + fmt.output_name), first_rows
+            job,
+            fmt,
+            staging,
+            output.get_blob_client(prefix + fmt.output_name),
+            first_rows,
+            manifests,
         )
     finished = time.time()
     summary: dict[str, Any] = {
@@ -214,6 +219,7 @@ def _write_predictions(
     staging: ContainerClient,
     target: BlobClient,
     first_rows: list[int],
+    manifests: dict[int, dict[str, Any]],
 ) -> None:
     """Parts are read and converted ``_PARALLEL`` at a time (pyarrow and the network
     release the GIL). CSV: the blocks workers staged for each chunk
@@ -246,6 +252,8 @@ def _write_predictions(
             staged = runs.get((chunk, first_rows[chunk]))
             if staged is not None:
                 return staged
+            if chunk and not manifests[chunk]["predicted"]:
+                return []  # no CSV text (chunk 0 still has the header)
             table = read_part(staging, job.job, chunk)
             return stage_chunk(target, table, chunk, first_rows[chunk])
 

@@ -39,9 +39,9 @@ TERMINAL = frozenset({"succeeded", "failed"})
 
 _MAX_REASON = 300
 _MAX_PENDING_ROWS = 1500
-"""Row counts of done chunks beyond the known prefix kept in the entity (its string
-properties hold 32K characters); a chunk past the cap is not recorded, so the prefix
-stops there and commit works out the rest from the staged manifests."""
+"""Row counts are kept for done chunks at most this far past the known prefix (the
+entity's string properties hold 32K characters). A chunk done further ahead is not
+recorded, so the prefix stops there and the commit stages the chunks after it."""
 
 
 def bit_add(bits: str, index: int) -> str:
@@ -331,17 +331,16 @@ class JobLedger:
         job: str,
         chunk: int,
         *,
-        failure: str | None = None,
+        failure: str,
         span: tuple[int, int] = (0, 0),
     ) -> tuple[JobRecord, bool]:
-        """Record ``chunk`` done (or failed with ``failure``; ``span`` is its range), once.
-        Reasons of the first 100 failed chunks are kept (the entity's size is bounded)."""
+        """Record ``chunk`` failed with ``failure`` (``span`` is its range), once; done
+        chunks are recorded by ``mark_done``. Reasons of the first 100 failed chunks are
+        kept (the entity's size is bounded)."""
 
         def change(current: JobRecord) -> JobRecord | None:
             if current.chunk_ended(chunk) or current.state in TERMINAL:
                 return None
-            if failure is None:
-                return dataclasses.replace(current, done=bit_add(current.done, chunk))
             failures = dict(current.failures)
             if len(failures) < 100:
                 failures[chunk] = (failure[:_MAX_REASON], span[0], span[1])
@@ -392,9 +391,7 @@ def _count_rows(record: JobRecord, chunk: int, rows: int) -> JobRecord:
     """``record`` with done ``chunk``'s ``rows`` counted: the prefix of known first rows
     grows over every done chunk that now follows it."""
     pending = dict(record.pending_rows)
-    if chunk == record.rows_known or (
-        chunk > record.rows_known and len(pending) < _MAX_PENDING_ROWS
-    ):
+    if record.rows_known <= chunk < record.rows_known + _MAX_PENDING_ROWS:
         pending[chunk] = rows
     known, before = record.rows_known, record.rows_before
     while known in pending:

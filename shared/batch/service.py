@@ -398,12 +398,12 @@ class BatchService:
         def stage(item: tuple[int, int]) -> None:
             placed_chunk, first_row = item
             try:
-                part = (
-                    table
-                    if placed_chunk == chunk
-                    else read_part(self.staging, job.job, placed_chunk)
-                )
-                stage_chunk(target, part, placed_chunk, first_row)
+                if placed_chunk == chunk:
+                    stage_chunk(target, table, placed_chunk, first_row)
+                    return
+                with self._in_memory:  # another chunk's part: within the memory bound
+                    part = read_part(self.staging, job.job, placed_chunk)
+                    stage_chunk(target, part, placed_chunk, first_row)
             except Exception as exc:  # the commit stages what is missing
                 log.warning(
                     "job %s: CSV of chunk %d not staged (%s); the commit will",

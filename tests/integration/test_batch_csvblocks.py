@@ -22,6 +22,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from shared.batch import csvblocks
+from shared.batch import ledger as ledger_module
 from shared.batch.commit import commit_job
 from shared.batch.ledger import JobLedger, JobRecord, bit_add
 from shared.batch.naming import chunk_blob
@@ -85,6 +86,27 @@ def test_chunks_are_placed_once_in_order_of_their_first_rows(ledger: JobLedger) 
     assert stored is not None
     assert (stored.rows_known, stored.rows_before, stored.pending_rows) == (5, 150, {})
     assert stored.complete
+
+
+def test_row_counts_are_kept_only_within_a_window_past_the_prefix(
+    ledger: JobLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entity stays small: a chunk done too far ahead of the prefix is not recorded,
+    so the prefix stops at it and the commit stages the chunks from there on."""
+    monkeypatch.setattr(ledger_module, "_MAX_PENDING_ROWS", 3)
+    job = _job(ledger, 8)
+
+    def done(chunk: int) -> list[tuple[int, int]]:
+        return ledger.mark_done(job.endpoint, job.job, chunk, 10)[1]
+
+    assert done(5) == []  # 3 or more past the prefix (0): not recorded
+    assert done(1) == [] and done(2) == []
+    assert done(0) == [(0, 0), (1, 10), (2, 20)]
+    assert done(3) == [(3, 30)] and done(4) == [(4, 40)]
+    assert done(6) == [] and done(7) == []  # chunk 5 was never counted: the prefix waits
+    stored = ledger.get(job.endpoint, job.job)
+    assert stored is not None and stored.complete
+    assert (stored.rows_known, stored.pending_rows) == (5, {6: 10, 7: 10})
 
 
 def test_concurrent_workers_place_every_chunk_exactly_once(ledger: JobLedger) -> None:
