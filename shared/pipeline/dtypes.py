@@ -12,7 +12,6 @@ import numpy as np
 
 __all__ = [
     "DATATYPES",
-    "LOSSLESS_CASTS",
     "to_numpy",
     "from_numpy",
     "from_onnx",
@@ -37,34 +36,6 @@ DATATYPES: Final[dict[str, np.dtype[np.generic]]] = {
 }
 
 _BY_NUMPY: Final[dict[np.dtype[np.generic], str]] = {v: k for k, v in DATATYPES.items()}
-
-#: Casts that never lose information, as (from, to). A package opts into which it allows.
-LOSSLESS_CASTS: Final[frozenset[tuple[str, str]]] = frozenset(
-    {
-        ("BOOL", "UINT8"),
-        ("BOOL", "INT32"),
-        ("BOOL", "INT64"),
-        ("UINT8", "INT16"),
-        ("UINT8", "INT32"),
-        ("UINT8", "INT64"),
-        ("UINT8", "FP32"),
-        ("UINT8", "FP64"),
-        ("INT8", "INT16"),
-        ("INT8", "INT32"),
-        ("INT8", "INT64"),
-        ("INT16", "INT32"),
-        ("INT16", "INT64"),
-        ("INT16", "FP32"),
-        ("INT32", "INT64"),
-        ("INT32", "FP64"),
-        ("UINT16", "INT32"),
-        ("UINT16", "INT64"),
-        ("UINT32", "INT64"),
-        ("FP16", "FP32"),
-        ("FP16", "FP64"),
-        ("FP32", "FP64"),
-    }
-)
 
 # ONNX TensorProto.DataType enum values (stable across onnx releases).
 _ONNX: Final[dict[int, str]] = {

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import ExecutionError, PackageError
+from shared.errors import ExecutionError, PackageError, ScorefnError
 from shared.pipeline.batcher import Batcher
 from shared.pipeline.dtypes import from_numpy, to_numpy
 from shared.pipeline.spec import BatchingSpec, PackageSpec
@@ -56,6 +56,24 @@ def example_inputs(spec: PackageSpec, rows: int = 1) -> Tensors:
     return out
 
 
+def _check_inputs_read(
+    spec: PackageSpec, steps: list[OnnxStep | HookStep], where: str
+) -> None:
+    """Refuse declared inputs that no graph reads and no output passes through (only for
+    packages without hook steps: a hook may read any tensor)."""
+    read = sorted({src for s in steps if isinstance(s, OnnxStep) for _, src in s._inputs})
+    outputs = {t.name for t in spec.outputs}
+    unread = [t.name for t in spec.inputs if t.name not in read and t.name not in outputs]
+    if unread:
+        many = len(unread) > 1
+        raise PackageError(
+            where,
+            "inputs",
+            f"declared input{'s' if many else ''} {', '.join(repr(n) for n in unread)} "
+            f"{'are' if many else 'is'} read by no step; the steps read: {', '.join(read)}",
+        )
+
+
 class Model:
     """A runnable package. Create with ``Model.load(spec)``."""
 
@@ -86,9 +104,13 @@ class Model:
         )
         steps = [build_step(s, spec) for s in spec.steps]
         known: TensorInfo = {t.name: (t.datatype, len(t.shape)) for t in spec.inputs}
+        after_hook = False
         for step in steps:
-            step.check(known, where)
-        static = all(isinstance(s, OnnxStep) for s in steps)
+            step.check(known, where, after_hook=after_hook)
+            after_hook = after_hook or isinstance(step, HookStep)
+        static = not after_hook
+        if static:
+            _check_inputs_read(spec, steps, where)
         for t in spec.outputs:
             if t.name not in known:
                 if static:
@@ -137,12 +159,32 @@ class Model:
         return []
 
     def _warm_up(self, where: str) -> None:
-        try:
-            out = self.run(example_inputs(self.spec))
-        except (ExecutionError, KeyError) as exc:
-            raise PackageError(where, "steps", f"warm-up run failed: {exc}") from exc
+        """Run every step once on zero-valued example inputs; any failure (a hook may
+        refuse them with an ``InputError`` too) is a ``PackageError`` naming the step."""
+        tensors: Tensors = example_inputs(self.spec)
+        for step in self.steps:
+            try:
+                step.run(tensors)
+            except (ScorefnError, KeyError) as exc:
+                # A step's ExecutionError names the step; other errors come from hook code.
+                what = (
+                    str(exc)
+                    if isinstance(exc, ExecutionError)
+                    else f"step {step.label} raised {type(exc).__name__}: {exc}"
+                )
+                raise PackageError(
+                    where, "steps", f"warm-up run failed on zero-valued example inputs: {what}"
+                ) from exc
         for t in self.spec.outputs:
-            arr = out[t.name]
+            if t.name not in tensors:
+                have = ", ".join(sorted(tensors))
+                raise PackageError(
+                    where,
+                    "outputs",
+                    f"output '{t.name}' is produced by no step in the warm-up run; "
+                    f"tensors: {have}",
+                )
+            arr = tensors[t.name]
             got = from_numpy(arr.dtype)
             if got != t.datatype:
                 raise PackageError(
@@ -167,7 +209,8 @@ class Model:
             # One graph with the package's own names: session.run on the caller's dict.
             names = self._output_names
             try:
-                values = self._single_run(names, inputs if type(inputs) is dict else dict(inputs))
+                feed = inputs if isinstance(inputs, dict) else dict(inputs)
+                values = self._single_run(names, feed)
             except Exception as exc:
                 raise ExecutionError(f"model {self.key} failed: {exc}") from exc
             if len(names) == 1:

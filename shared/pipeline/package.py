@@ -59,9 +59,9 @@ def load_model_yaml(folder: Path) -> PackageSpec:
         others = [e for e in rest if tuple(e["loc"]) != first[: len(e["loc"])]]
         field = _loc(first)
         more = f" (and {len(others)} more problems)" if others else ""
-        raise PackageError(
-            str(file), field, f"{err['msg']}; got {err.get('input')!r}{more}"
-        ) from exc
+        # A whole-package check (empty location) would repeat the entire file as its input.
+        got = f"; got {err.get('input')!r}" if first else ""
+        raise PackageError(str(file), field, f"{err['msg']}{got}{more}") from exc
     if spec.name != folder.parent.name:
         raise PackageError(
             str(file),

@@ -79,13 +79,19 @@ def create_session(
     if "CPUExecutionProvider" not in wanted:
         wanted.append("CPUExecutionProvider")
     cached = path.with_suffix(".optimized.onnx")
-    source = cached if options.optimized_model_cache and cached.is_file() else path
+    # A cache older than the model is stale (the model was replaced): rebuild it.
+    fresh = (
+        options.optimized_model_cache
+        and cached.is_file()
+        and cached.stat().st_mtime_ns >= path.stat().st_mtime_ns
+    )
+    source = cached if fresh else path
     try:
         session = ort.InferenceSession(
             str(source), sess_options=_options(path, options), providers=wanted
         )
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        if not wanted or wanted == ["CPUExecutionProvider"]:
+        if wanted == ["CPUExecutionProvider"]:
             raise PackageError(str(path), "", f"onnxruntime cannot load it: {exc}") from exc
         log.warning("creating %s with %s failed (%s); falling back to CPU", path, wanted, exc)
         try:

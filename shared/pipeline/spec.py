@@ -52,7 +52,9 @@ class _Strict(BaseModel):
 
 class TensorSpec(_Strict):
     """One named tensor of the signature. ``-1`` marks a dynamic dimension; the first
-    dimension is the batch (rows) dimension and must be -1 for batched models."""
+    dimension is the batch (rows) dimension: an input has at least one, and it must be -1
+    for the inputs of batched models. (An output may be a scalar, ``shape: []``: every
+    request of a batch gets it whole.)"""
 
     name: str = Field(min_length=1)
     datatype: str = Field(description="Open Inference Protocol datatype, e.g. FP32, INT64, BYTES")
@@ -144,7 +146,9 @@ class SessionSpec(_Strict):
     inter_op_threads: int = Field(default=0, ge=0)
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     optimized_model_cache: bool = Field(
-        default=False, description="write the optimised graph next to the model and reuse it"
+        default=False,
+        description="write the optimised graph next to the model and reuse it while it is "
+        "not older than the model",
     )
 
 
@@ -186,6 +190,17 @@ class PackageSpec(_Strict):
             raise ValueError("at least one execution provider is required")
         return v
 
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_have_rows(cls, v: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+        for t in v:
+            if not t.shape:
+                raise ValueError(
+                    f"input '{t.name}' has shape []; an input needs at least one dimension, "
+                    "the rows: use [-1] for one value per row"
+                )
+        return v
+
     @model_validator(mode="after")
     def _unique_names(self) -> PackageSpec:
         for kind, specs in (("inputs", self.inputs), ("outputs", self.outputs)):
@@ -194,6 +209,19 @@ class PackageSpec(_Strict):
                 if t.name in seen:
                     raise ValueError(f"{kind} names {t.name!r} twice")
                 seen.add(t.name)
+        return self
+
+    @model_validator(mode="after")
+    def _batched_inputs_have_rows(self) -> PackageSpec:
+        if self.batching.enabled:
+            for t in self.inputs:
+                if t.shape[0] != -1:
+                    rows = [-1, *t.shape[1:]]
+                    raise ValueError(
+                        f"input '{t.name}' has shape {list(t.shape)}; with batching on (the "
+                        "default) its first dimension is the rows and must be -1, as requests "
+                        f"are concatenated along it: use {rows}, or batching: {{enabled: false}}"
+                    )
         return self
 
     def input(self, name: str) -> TensorSpec | None:

@@ -8,7 +8,10 @@ generic-inference lifecycle (SageMaker, KServe, Azure ML scoring scripts):
     def postprocess(tensors: dict) -> dict      # for stage: postprocess
 
 A hook returns the tensors it adds or replaces. A hook may raise ``shared.errors.InputError``
-to refuse a request; any other exception is a server-side ``ExecutionError``.
+to refuse a request; any other exception is a server-side ``ExecutionError``. What a hook
+returns is only known by running it, so after a hook step the load-time checks let a
+graph input name a tensor no earlier step is known to provide (a pre-process hook turning
+request inputs into graph inputs), and the warm-up run checks it is really there.
 """
 
 from __future__ import annotations
@@ -18,34 +21,21 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from shared.errors import ExecutionError, PackageError, ScorefnError
 from shared.pipeline.dtypes import from_ort_type
 from shared.pipeline.session import create_session
 from shared.pipeline.spec import PackageSpec, StepSpec
 
-__all__ = ["Step", "OnnxStep", "HookStep", "build_step", "TensorInfo"]
+__all__ = ["OnnxStep", "HookStep", "build_step", "TensorInfo"]
 
 Tensors = dict[str, np.ndarray]
 
 #: (datatype or None if unknown, rank or None if unknown), keyed by tensor name
 TensorInfo = dict[str, tuple[str | None, int | None]]
-
-
-class Step(Protocol):
-    """One unit of a pipeline."""
-
-    label: str
-
-    def run(self, tensors: Tensors) -> None:
-        """Read what it needs from ``tensors`` and store what it produces there."""
-
-    def check(self, known: TensorInfo, where: str) -> None:
-        """At load: check its inputs are available and compatible; add its outputs."""
 
 
 class OnnxStep:
@@ -78,7 +68,15 @@ class OnnxStep:
         return list(self.session.get_providers())
 
     def run(self, tensors: Tensors) -> None:
-        feed = {g: tensors[src] for g, src in self._inputs}
+        try:
+            feed = {g: tensors[src] for g, src in self._inputs}
+        except KeyError:
+            graph_name, src = next((g, s) for g, s in self._inputs if s not in tensors)
+            have = ", ".join(sorted(tensors)) or "none"
+            raise ExecutionError(
+                f"step {self.label} failed: graph input '{graph_name}' needs tensor '{src}', "
+                f"which no input or earlier step provided; tensors: {have}"
+            ) from None
         try:
             results = self._run(self._graph_outputs, feed)
         except Exception as exc:  # onnxruntime's own exception types
@@ -86,9 +84,16 @@ class OnnxStep:
         for name, value in zip(self._outputs, results, strict=True):
             tensors[name] = value
 
-    def check(self, known: TensorInfo, where: str) -> None:
+    def check(self, known: TensorInfo, where: str, *, after_hook: bool = False) -> None:
+        """At load: check its inputs are available and compatible; add its outputs.
+
+        ``after_hook``: a hook step runs earlier, so a tensor missing from ``known`` may
+        be one it returns; it is left to the warm-up run.
+        """
         for node, (graph_name, src) in zip(self.session.get_inputs(), self._inputs, strict=True):
             if src not in known:
+                if after_hook:
+                    continue
                 have = ", ".join(sorted(known)) or "none"
                 raise PackageError(
                     where,
@@ -169,16 +174,14 @@ class HookStep:
             )
         tensors.update(produced)
 
-    def check(self, known: TensorInfo, where: str) -> None:
-        # What a hook produces is only known by running it: the warm-up checks outputs.
-        return None
+    def check(self, known: TensorInfo, where: str, *, after_hook: bool = False) -> None:
+        """What a hook returns (new tensors, or known ones replaced with any datatype and
+        shape) is only known by running it: every known tensor's type becomes unknown,
+        and the warm-up run checks the rest."""
+        for name in known:
+            known[name] = (None, None)
 
 
 def build_step(spec: StepSpec, package: PackageSpec) -> OnnxStep | HookStep:
     """Create the step; sessions and hook ``init`` run here, once."""
     return OnnxStep(spec, package) if spec.onnx is not None else HookStep(spec, package)
-
-
-def session_of(step: OnnxStep | HookStep) -> ort.InferenceSession | None:
-    """The onnxruntime session behind a step, if any."""
-    return step.session if isinstance(step, OnnxStep) else None

@@ -119,7 +119,15 @@ def validate_inputs(
     rows: int | None = None
     first = ""
     for t in declared:
-        arr = _check_one(np.asarray(inputs[t.name]), t, spec, model, check_finite)
+        try:
+            arr = np.asarray(inputs[t.name])
+        except ValueError as exc:  # nested lists of different lengths
+            raise ShapeError(
+                t.name,
+                f"input '{t.name}' is not a rectangular array (nested lists of different "
+                f"lengths); model {model} expects shape {shape_text(t.shape)} (-1 = any size)",
+            ) from exc
+        arr = _check_one(arr, t, spec, model, check_finite)
         if arr.ndim == 0 or arr.shape[0] == 0:
             raise EmptyBatchError(
                 t.name, f"input '{t.name}' has 0 rows; model {model} needs at least 1"

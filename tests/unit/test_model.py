@@ -15,6 +15,7 @@ from shared.pipeline.model import Model, example_inputs
 from shared.pipeline.package import load_package
 from shared.pipeline.session import cuda_usable
 from shared.pipeline.spec import BatchingSpec
+from shared.pipeline.validate import Validated
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -159,3 +160,25 @@ def test_validate_fast_path_matches_the_general_one(example_models: Path) -> Non
         model.validate({"x": x[:, :7]})
     with pytest.raises(UnexpectedInputError, match="input 'features' is not an input"):
         model.validate({"features": x})
+
+
+def test_validated_inputs_reach_the_session_without_a_copy(tmp_path: Path) -> None:
+    """A single-graph package hands ``Validated`` inputs (a dict subclass) straight to
+    onnxruntime's ``run``, which records what it was given here."""
+    model = Model.load(load_package(build_models.build_mlp(tmp_path)))
+    run = model._single_run
+    assert run is not None
+    feeds: list[object] = []
+
+    def recording_run(names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        feeds.append(feed)
+        return run(names, feed)
+
+    model._single_run = recording_run
+    x = np.random.default_rng(0).standard_normal((4, 256)).astype(np.float32)
+    valid = model.validate({"x": x})
+    assert type(valid) is Validated
+    out = model.run(valid)
+    assert feeds == [valid] and feeds[0] is valid
+    (y,) = _raw(tmp_path / "mlp" / "1" / "model.onnx").run(["y"], {"x": x})
+    np.testing.assert_array_equal(out["y"], y)

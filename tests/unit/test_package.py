@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from onnx import TensorProto
 
-from shared.errors import PackageError
+from shared.errors import ExecutionError, PackageError
 from shared.pipeline.model import Model
 from shared.pipeline.package import discover_packages, load_model_yaml, load_package
+from shared.serving.dataplane import DataPlane, ModelState
 from tests.conftest import LINEAR_YAML, PackageFactory, linear_graph
 
 
@@ -233,8 +235,6 @@ def test_hook_runs_with_params(make_package: PackageFactory) -> None:
     )
     folder = make_package(HOOK_YAML, files={"hooks.py": src})
     model = _load(folder)
-    import numpy as np
-
     x = np.ones((2, 4), dtype=np.float32)
     out = model.predict({"x": x})
     np.testing.assert_allclose(out["w"], out["z"] * 2)
@@ -257,3 +257,162 @@ def test_discover_finds_every_version(make_package: PackageFactory) -> None:
     make_package(LINEAR_YAML.replace('version: "1"', 'version: "2"'), version="2")
     specs = discover_packages(folder2.parent.parent)
     assert [(s.name, s.version) for s in specs] == [("lin", "1"), ("lin", "2"), ("lin", "10")]
+
+
+# -- hooks, warm-up and signature checks ---------------------------------------------------
+
+# A pre-process hook turning the request input 'raw' into the graph input 'x'.
+FEATURE_HOOK_YAML = LINEAR_YAML.replace("name: x,", "name: raw,").replace(
+    "steps:\n  - onnx: model.onnx\n",
+    "steps:\n  - {python: hooks.py, stage: preprocess}\n  - onnx: model.onnx\n",
+)
+
+
+def test_preprocess_hook_provides_a_graph_input(make_package: PackageFactory) -> None:
+    src = "def preprocess(t):\n    return {'x': t['raw'] * 2}\n"
+    model = _load(make_package(FEATURE_HOOK_YAML, files={"hooks.py": src}))
+    plain = _load(make_package(name="plain", yaml_text=LINEAR_YAML.replace("lin", "plain")))
+    raw = np.arange(8, dtype=np.float32).reshape(2, 4)
+    out = model.predict({"raw": raw})
+    expected = plain.predict({"x": raw * 2})
+    np.testing.assert_array_equal(out["y"], expected["y"])
+    np.testing.assert_array_equal(out["z"], expected["z"])
+
+
+def test_preprocess_hook_may_replace_an_input_with_another_datatype(
+    make_package: PackageFactory,
+) -> None:
+    yaml_text = LINEAR_YAML.replace("datatype: FP32, shape: [-1, 4]", "datatype: INT64, shape: [-1, 4]")
+    yaml_text = yaml_text.replace(
+        "steps:\n  - onnx: model.onnx\n",
+        "steps:\n  - {python: hooks.py, stage: preprocess}\n  - onnx: model.onnx\n",
+    )
+    src = "import numpy as np\ndef preprocess(t):\n    return {'x': t['x'].astype(np.float32)}\n"
+    model = _load(make_package(yaml_text, files={"hooks.py": src}))
+    out = model.predict({"x": np.ones((3, 4), np.int64)})
+    assert out["y"].shape == (3, 3) and out["y"].dtype == np.float32
+
+
+def test_graph_input_no_hook_provides_fails_at_warm_up(make_package: PackageFactory) -> None:
+    folder = make_package(FEATURE_HOOK_YAML, files={"hooks.py": "def preprocess(t):\n    return {}\n"})
+    with pytest.raises(PackageError) as err:
+        _load(folder)
+    assert str(err.value) == (
+        f"{folder}/model.yaml: steps: warm-up run failed on zero-valued example inputs: "
+        "step model.onnx failed: graph input 'x' needs tensor 'x', which no input or earlier "
+        "step provided; tensors: raw"
+    )
+
+
+def test_graph_input_a_hook_skips_at_run_time_is_an_execution_error(
+    make_package: PackageFactory,
+) -> None:
+    src = "def preprocess(t):\n    return {} if (t['raw'] > 100).any() else {'x': t['raw']}\n"
+    model = _load(make_package(FEATURE_HOOK_YAML, files={"hooks.py": src}))
+    with pytest.raises(ExecutionError) as err:
+        model.predict({"raw": np.full((1, 4), 1000, np.float32)})
+    assert str(err.value) == (
+        "step model.onnx failed: graph input 'x' needs tensor 'x', which no input or earlier "
+        "step provided; tensors: raw"
+    )
+
+
+WARM_REFUSING_HOOK = (
+    "from shared.errors import InputError\n"
+    "def preprocess(t):\n"
+    "    if not t['x'].any():\n"
+    "        raise InputError('x', \"input 'x' is all zeros; at least one feature must be set\")\n"
+    "    return {}\n"
+)
+WARM_REFUSING_YAML = LINEAR_YAML.replace(
+    "steps:\n  - onnx: model.onnx\n",
+    "steps:\n  - {python: hooks.py, stage: preprocess}\n  - onnx: model.onnx\n",
+)
+
+
+def test_hook_refusing_the_warm_up_inputs_is_a_package_error(make_package: PackageFactory) -> None:
+    folder = make_package(WARM_REFUSING_YAML, files={"hooks.py": WARM_REFUSING_HOOK})
+    with pytest.raises(PackageError) as err:
+        _load(folder)
+    assert str(err.value) == (
+        f"{folder}/model.yaml: steps: warm-up run failed on zero-valued example inputs: "
+        "step hooks.py raised InputError: input 'x' is all zeros; at least one feature must be set"
+    )
+
+
+def test_failed_warm_up_marks_the_package_failed_and_the_next_one_loads(
+    make_package: PackageFactory,
+) -> None:
+    folder = make_package(WARM_REFUSING_YAML, files={"hooks.py": WARM_REFUSING_HOOK})
+    make_package(LINEAR_YAML.replace("name: lin", "name: ok"), name="ok")
+    plane = DataPlane(folder.parent.parent)
+    assert plane.wait_loaded(60)
+    states = {(e.spec.name, e.state, e.error) for e in plane.entries()}
+    assert states == {
+        (
+            "lin",
+            ModelState.FAILED,
+            f"{folder}/model.yaml: steps: warm-up run failed on zero-valued example inputs: "
+            "step hooks.py raised InputError: input 'x' is all zeros; at least one feature "
+            "must be set",
+        ),
+        ("ok", ModelState.READY, ""),
+    }
+
+
+def test_fixed_first_dimension_refused_with_batching(make_package: PackageFactory) -> None:
+    folder = make_package(LINEAR_YAML.replace("shape: [-1, 4]", "shape: [2, 4]"))
+    with pytest.raises(PackageError) as err:
+        load_model_yaml(folder)
+    assert str(err.value) == (
+        f"{folder}/model.yaml: Value error, input 'x' has shape [2, 4]; with batching on (the "
+        "default) its first dimension is the rows and must be -1, as requests are "
+        "concatenated along it: use [-1, 4], or batching: {enabled: false}"
+    )
+
+
+def test_fixed_first_dimension_loads_without_batching(make_package: PackageFactory) -> None:
+    folder = make_package(
+        LINEAR_YAML.replace("shape: [-1, 4]", "shape: [2, 4]") + "batching: {enabled: false}\n"
+    )
+    model = _load(folder)
+    assert model.predict({"x": np.ones((2, 4), np.float32)})["y"].shape == (2, 3)
+
+
+def test_input_without_dimensions_refused(make_package: PackageFactory) -> None:
+    folder = make_package(LINEAR_YAML.replace("shape: [-1, 4]", "shape: []"))
+    with pytest.raises(PackageError) as err:
+        load_model_yaml(folder)
+    assert str(err.value) == (
+        f"{folder}/model.yaml: inputs: Value error, input 'x' has shape []; an input needs "
+        "at least one dimension, the rows: use [-1] for one value per row; "
+        "got [{'name': 'x', 'datatype': 'FP32', 'shape': []}]"
+    )
+
+
+def test_declared_input_no_step_reads(make_package: PackageFactory) -> None:
+    folder = make_package(
+        LINEAR_YAML.replace(
+            "  - {name: x, datatype: FP32, shape: [-1, 4]}\n",
+            "  - {name: x, datatype: FP32, shape: [-1, 4]}\n"
+            "  - {name: z2, datatype: FP32, shape: [-1, 1]}\n"
+            "  - {name: w, datatype: INT64, shape: [-1]}\n",
+        )
+    )
+    with pytest.raises(PackageError) as err:
+        _load(folder)
+    assert str(err.value) == (
+        f"{folder}/model.yaml: inputs: declared inputs 'z2', 'w' are read by no step; "
+        "the steps read: x"
+    )
+
+
+def test_declared_input_a_hook_may_read_is_allowed(make_package: PackageFactory) -> None:
+    yaml_text = HOOK_YAML.replace(
+        "  - {name: x, datatype: FP32, shape: [-1, 4]}\n",
+        "  - {name: x, datatype: FP32, shape: [-1, 4]}\n  - {name: k, datatype: FP32, shape: [-1]}\n",
+    )
+    src = "def postprocess(t):\n    return {'w': t['z'] * t['k']}\n"
+    model = _load(make_package(yaml_text, files={"hooks.py": src}))
+    out = model.predict({"x": np.ones((2, 4), np.float32), "k": np.array([2, 3], np.float32)})
+    np.testing.assert_allclose(out["w"], out["z"] * [2, 3])

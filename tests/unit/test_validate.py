@@ -109,6 +109,18 @@ def test_rows_disagree() -> None:
     assert str(err) == "inputs disagree on rows: 'x' has 2, 'ids' has 3"
 
 
+def test_ragged_nested_list() -> None:
+    err = _refused({**_ok(), "x": [[1.0, 2.0, 3.0], [1.0]]})  # type: ignore[dict-item]
+    assert isinstance(err, ShapeError) and err.input_name == "x"
+    assert str(err) == (
+        "input 'x' is not a rectangular array (nested lists of different lengths); "
+        "model m:1 expects shape [-1, 3] (-1 = any size)"
+    )
+    with pytest.raises(ShapeError) as again:
+        Validator(SPEC)({**_ok(), "x": [[1.0, 2.0, 3.0], [1.0]]})  # type: ignore[dict-item]
+    assert str(again.value) == str(err)
+
+
 def test_empty_batch() -> None:
     err = _refused({"x": np.zeros((0, 3), np.float32), "ids": np.zeros(0, np.int64)})
     assert isinstance(err, EmptyBatchError)
