@@ -140,18 +140,23 @@ def summarize(
     router: tuple[Sequence[Sample], Sequence[Sample]] | None,
     hosts: Mapping[str, tuple[Sequence[Sample], Sequence[Sample]] | None],
     interval_s: float,
+    windows: Mapping[str, float] | None = None,
 ) -> list[DeploymentStats]:
     """Rows from two scrapes (before, after) of the router and of each deployment's host
-    (None: could not be scraped)."""
+    (None: could not be scraped). ``windows``: seconds between a source's two scrapes
+    (``@router`` for the router), else ``interval_s``."""
+    seconds = windows or {}
     rows: list[DeploymentStats] = []
     for name in deployments:
         host = hosts.get(name)
         if router is not None:
             source, pair = "router", router
             labels = {"role": "router", "endpoint": endpoint, "deployment": name}
+            span_s = seconds.get("@router", interval_s)
         elif host is not None:
             source, pair = "deployment", host
             labels = {"role": "scoring", "deployment": name}
+            span_s = seconds.get(name, interval_s)
         else:
             rows.append(DeploymentStats(name, "unreachable", 0, *([None] * 6)))
             continue
@@ -180,7 +185,7 @@ def summarize(
                 deployment=name,
                 source=source,
                 requests=int(count),
-                req_per_s=recent / interval_s if interval_s > 0 else None,
+                req_per_s=recent / span_s if span_s > 0 else None,
                 p50_ms=None if p50 is None else p50 * 1000,
                 p99_ms=None if p99 is None else p99 * 1000,
                 error_rate=basis_errors / basis_count if basis_count else None,
@@ -232,22 +237,29 @@ def _aligned(title: str, table: Sequence[Sequence[str]]) -> str:
 
 def _scrape_twice(
     urls: Mapping[str, str], interval_s: float
-) -> dict[str, tuple[list[Sample], list[Sample]] | None]:
+) -> tuple[dict[str, tuple[list[Sample], list[Sample]] | None], dict[str, float]]:
+    """Two scrapes of each URL ``interval_s`` apart, and the seconds between each URL's
+    own two scrapes (slow scrapes of the others lengthen it)."""
     first: dict[str, list[Sample] | None] = {}
+    at: dict[str, float] = {}
     for name, url in urls.items():
         try:
             first[name] = fetch(url)
+            at[name] = time.monotonic()
         except UpstreamError:
             first[name] = None
     time.sleep(interval_s)
     out: dict[str, tuple[list[Sample], list[Sample]] | None] = {}
+    windows: dict[str, float] = {}
     for name, url in urls.items():
         earlier = first[name]
         try:
             out[name] = None if earlier is None else (earlier, fetch(url))
         except UpstreamError:
             out[name] = None
-    return out
+        if out[name] is not None:
+            windows[name] = time.monotonic() - at[name]
+    return out, windows
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -265,10 +277,12 @@ def _stats(args: argparse.Namespace) -> int:
             urls[d.name] = d.base_url(args.port_shift)
         except ValueError:
             continue
-    scraped = _scrape_twice(urls, args.interval)
+    scraped, windows = _scrape_twice(urls, args.interval)
     router = scraped.pop("@router")
     names = [d.name for d in spec.deployments]
-    rows = summarize(spec.name, names, router=router, hosts=scraped, interval_s=args.interval)
+    rows = summarize(
+        spec.name, names, router=router, hosts=scraped, interval_s=args.interval, windows=windows
+    )
     arms: list[BanditArm] | None = None
     if spec.bandit is not None:
         live = [n for n, w in spec.traffic.items() if w > 0]

@@ -61,3 +61,7 @@ def test_summarize_uses_the_window_and_mirror_counts() -> None:
     assert text.splitlines()[0] == "endpoint e (req/s over 2 s)"
     rows = summarize("e", ["blue"], router=None, hosts={"blue": None}, interval_s=1.0)
     assert rows[0].source == "unreachable"
+    # each source's own seconds between its two scrapes, when known
+    rows = summarize("e", ["blue"], router=([], after), hosts={"blue": None},
+                     interval_s=2.0, windows={"@router": 3.0})  # fmt: skip
+    assert rows[0].req_per_s == 4.0
