@@ -37,7 +37,7 @@ from shared.batch.scoring import ROW_COLUMN
 from shared.batch.staging import read_errors, read_manifest, read_part
 from shared.telemetry.tracing import traced
 
-__all__ = ["CommitResult", "commit_job", "count_line_rows", "output_format"]
+__all__ = ["CommitResult", "commit_job", "count_line_rows", "output_format", "predictions_name"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,12 @@ class CommitResult:
 def output_format(job: JobRecord) -> Format:
     """The format of the job's predictions: the submitter's choice, else the input's."""
     return Format(job.options.get("output_format") or job.format)
+
+
+def predictions_name(job: JobRecord) -> str:
+    """The job's predictions blob in the output container (workers stage CSV blocks of
+    it; the commit writes it)."""
+    return output_prefix(job.endpoint, job.job) + output_format(job).output_name
 
 
 def count_line_rows(data: bytes) -> int:
@@ -123,7 +129,7 @@ def commit_job(
             job,
             fmt,
             staging,
-            output.get_blob_client(prefix + fmt.output_name),
+            output.get_blob_client(predictions_name(job)),
             first_rows,
             manifests,
         )
@@ -153,7 +159,7 @@ def commit_job(
         ],
         "error_threshold": error_threshold,
         "outputs": {
-            "predictions": (prefix + fmt.output_name) if decision.status == "succeeded" else None,
+            "predictions": predictions_name(job) if decision.status == "succeeded" else None,
             "errors": prefix + "errors.jsonl",
         },
         "timings": {

@@ -51,11 +51,16 @@ def csv_text(table: pa.Table, chunk: int, first_row: int) -> bytes:
 def stage_chunk(target: BlobClient, table: pa.Table, chunk: int, first_row: int) -> list[str]:
     """Stage a chunk's CSV text as blocks of ``target``; returns their ids, in order
     (none for a chunk without text)."""
-    text = memoryview(csv_text(table, chunk, first_row))
-    starts = range(0, len(text), BLOCK_BYTES)
-    ids = [block_id(chunk, first_row, j, len(starts)) for j in range(len(starts))]
-    for block, start in zip(ids, starts, strict=True):
-        target.stage_block(block, bytes(text[start : start + BLOCK_BYTES]))
+    text = csv_text(table, chunk, first_row)
+    view = memoryview(text)
+    # the common case, one block, is the text itself; larger ones are sliced (copies)
+    parts = [text] if len(text) <= BLOCK_BYTES else [
+        bytes(view[start : start + BLOCK_BYTES]) for start in range(0, len(text), BLOCK_BYTES)
+    ]
+    parts = [part for part in parts if part]
+    ids = [block_id(chunk, first_row, j, len(parts)) for j in range(len(parts))]
+    for block, part in zip(ids, parts, strict=True):
+        target.stage_block(block, part)
     return ids
 
 

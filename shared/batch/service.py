@@ -23,7 +23,7 @@ from azure.storage.blob import BlobClient
 from azure.storage.queue import TextBase64EncodePolicy
 
 from shared.batch.blobio import BlobRangeReader, read_range
-from shared.batch.commit import commit_job, delete_staging, output_format
+from shared.batch.commit import commit_job, delete_staging, output_format, predictions_name
 from shared.batch.csvblocks import stage_chunk
 from shared.batch.formats import Format, format_for
 from shared.batch.jobs import write_plan
@@ -391,9 +391,7 @@ class BatchService:
         parts. A failure only leaves the work to the commit."""
         if not placed or output_format(job) is Format.PARQUET:
             return
-        target = self.output.get_blob_client(
-            output_prefix(job.endpoint, job.job) + Format.CSV.output_name
-        )
+        target = self.output.get_blob_client(predictions_name(job))
 
         def stage(item: tuple[int, int]) -> None:
             placed_chunk, first_row = item

@@ -265,15 +265,16 @@ class BlobListener:
                 uri=blob.url,
                 properties=download.properties,
             )
-        properties = await blob.get_blob_properties(etag=quoted, match_condition=unchanged)
         if self._sync_service is None:
             self._sync_service = SyncBlobServiceClient.from_connection_string(
                 self._storage.connection_string(self.connection)
             )
         if isinstance(self._annotation, type) and issubclass(self._annotation, SyncBlobClient):
             # an SDK-type binding (azurefunctions-extensions-bindings-blob): in Azure the
-            # worker builds a plain BlobClient for the blob from the connection setting
+            # worker builds a plain BlobClient for the blob from the connection setting and
+            # reads nothing itself
             return self._sync_service.get_blob_client(blob.container_name, blob.blob_name)
+        properties = await blob.get_blob_properties(etag=quoted, match_condition=unchanged)
         return BlobStream(
             self._sync_service.get_blob_client(blob.container_name, blob.blob_name),
             etag=quoted,

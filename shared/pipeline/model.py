@@ -61,7 +61,7 @@ def _check_inputs_read(
 ) -> None:
     """Refuse declared inputs that no graph reads and no output passes through (only for
     packages without hook steps: a hook may read any tensor)."""
-    read = sorted({src for s in steps if isinstance(s, OnnxStep) for _, src in s._inputs})
+    read = sorted({src for s in steps if isinstance(s, OnnxStep) for src in s.reads})
     outputs = {t.name for t in spec.outputs}
     unread = [t.name for t in spec.inputs if t.name not in read and t.name not in outputs]
     if unread:

@@ -67,6 +67,11 @@ class OnnxStep:
     def providers(self) -> list[str]:
         return list(self.session.get_providers())
 
+    @property
+    def reads(self) -> list[str]:
+        """The pipeline tensors this graph reads (its inputs, through the input map)."""
+        return [src for _, src in self._inputs]
+
     def run(self, tensors: Tensors) -> None:
         try:
             feed = {g: tensors[src] for g, src in self._inputs}

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
 from shared.localhost.ports import free_ports
-from shared.localhost.runner import HostProcess
+from shared.localhost.runner import HostProcess, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,12 +48,7 @@ def scoring_host(
 
 def wait_ready(url: str, timeout: float = 30) -> None:
     """Until ``GET <url>/api/v2/health/ready`` answers 200 (``TimeoutError`` past ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(url + "/api/v2/health/ready").status_code == 200:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(url)
+    wait_for_http(url + "/api/v2/health/ready", timeout=timeout)
 
 
 def fast_queue_host_json(tmp: Path, *, function_timeout: str | None = None) -> Path:

@@ -6,33 +6,18 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from shared.localhost.azurite import AzuriteProcess
 from shared.localhost.ports import free_ports
-from shared.localhost.runner import HostProcess
+from shared.localhost.runner import HostProcess, wait_for_http
 from shared.routing.endpoint import EndpointSpec
 from shared.routing.store import EndpointStore
 
 ROOT = Path(__file__).resolve().parents[2]
 STUB = "tests.integration.apps.scoring_stub_app:app"
-
-
-def wait_ready(url: str, path: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + path, timeout=2).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 @dataclass
@@ -54,7 +39,7 @@ class StrategyStack:
                            env={"STUB_DEPLOYMENT": name, "STUB_FAIL_EVERY": str(fail_every),
                                 "AzureWebJobsStorage": self.storage}).start(timeout=60)  # fmt: skip
         self.hosts.append(host)
-        wait_ready(f"http://127.0.0.1:{port}", "/api/v2/health/ready")
+        wait_for_http(f"http://127.0.0.1:{port}/api/v2/health/ready", timeout=60)
         self.ports[name] = port
         return port
 
@@ -72,7 +57,7 @@ class StrategyStack:
                            log_path=self.tmp / f"router-{name}.log", env=env).start(timeout=60)  # fmt: skip
         self.routers[name] = host
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, "/api/router/openapi.json")
+        wait_for_http(url + "/api/router/openapi.json", timeout=60)
         return url
 
     def kill_router(self, name: str) -> None:

@@ -34,6 +34,7 @@ from shared.localhost.ports import free_ports
 from shared.localhost.runner import HostProcess
 from shared.routing.endpoint import EndpointSpec
 from shared.routing.store import EndpointStore
+from tests.integration.stack_helpers import wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -84,18 +85,6 @@ def fake_deployment(name: str, *, delay_s: float = 0.0, status: int = 200) -> St
 
     return Starlette(routes=[Route("/api/score", score, methods=["POST"]),
                              Route("/api/v2/health/ready", ready)])  # fmt: skip
-
-
-def _wait_ready(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/api/v2/health/ready").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 @dataclass
@@ -173,7 +162,7 @@ def env(
                  "AzureWebJobsStorage": azurite.connection_string},
         ).start(timeout=60))  # fmt: skip
         for port in (blue_port, green_port):
-            _wait_ready(f"http://127.0.0.1:{port}")
+            wait_ready(f"http://127.0.0.1:{port}", timeout=60)
         store = EndpointStore.from_connection_string(azurite.connection_string)
         e = Env(f"http://127.0.0.1:{router_port}", issuer, key_file, store,
                 azurite.connection_string, blue_port, green_port, slow.port, failing.port,
